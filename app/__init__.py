@@ -1,0 +1,1 @@
+"""Trainyard: a self-hosted training-job service."""

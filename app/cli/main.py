@@ -1,0 +1,169 @@
+"""The `trainyard` command: run the platform (`up`, `worker`) and drive it (client commands)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.cli import client
+from app.cli.supervisor import (
+    Supervisor,
+    free_port,
+    read_or_create_secret,
+    redis_server_binary,
+    wait_healthy,
+    worker_argv,
+)
+
+app = typer.Typer(help="Trainyard: a self-hosted training-job service.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+client.register(app)
+
+
+def _configure(data_dir: Path) -> dict[str, str]:
+    """Point this process and its children at `data_dir`; returns the children's environment."""
+    from app.config import get_settings
+    from app.db import reset_engine
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["TRAINYARD_DATA_DIR"] = str(data_dir)
+    if not os.environ.get("TRAINYARD_SESSION_SECRET"):
+        os.environ["TRAINYARD_SESSION_SECRET"] = read_or_create_secret(
+            data_dir / "session-secret")
+    get_settings.cache_clear()
+    reset_engine()
+    return dict(os.environ)
+
+
+def _bootstrap_admin(data_dir: Path) -> str:
+    """Migrate the database and make sure the admin exists; returns the admin token to show."""
+    from app.auth.service import ensure_admin
+    from app.config import get_settings
+    from app.db import get_sessionmaker
+    from app.migrate import upgrade_to_head
+
+    upgrade_to_head()
+    settings = get_settings()
+    token = settings.admin_token or read_or_create_secret(data_dir / "admin-token", prefix="ty_")
+    with get_sessionmaker()() as db:
+        ensure_admin(db, token=token)
+        db.commit()
+    return token
+
+
+def _start_redis(sup: Supervisor, data_dir: Path) -> str:
+    port = free_port()
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    sup.start("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                        "--save", "", "--appendonly", "no", "--dir", str(redis_dir),
+                        "--logfile", str(redis_dir / "redis.log")])
+    import redis
+
+    client_ = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client_.ping()
+            return f"redis://127.0.0.1:{port}/0"
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or sup.failed():
+                raise RuntimeError("the embedded Redis did not start") from None
+            time.sleep(0.05)
+
+
+def _redispatch_pending() -> int:
+    """Queue again every Pending training (an embedded Redis forgets its queue on restart)."""
+    from sqlalchemy import select
+
+    from app.db import get_sessionmaker
+    from app.models import Training, TrainingStatus
+    from app.queue import send_run_training
+
+    with get_sessionmaker()() as db:
+        rows = list(db.execute(select(Training.id, Training.queue)
+                               .where(Training.status == TrainingStatus.PENDING)))
+    for tid, queue in rows:
+        send_run_training(tid, queue=queue)
+    return len(rows)
+
+
+@app.command()
+def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+       port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
+       data_dir: Annotated[Path, typer.Option(help="Where everything is stored.",
+                                              envvar="TRAINYARD_DATA_DIR")] = Path(".data"),
+       workers: Annotated[int, typer.Option(help="Trainings run at once.")] = 1) -> None:
+    """Start the whole platform: database migrations, Redis, the API and a worker."""
+    env = _configure(data_dir)
+    data_dir = Path(env["TRAINYARD_DATA_DIR"])
+    token = _bootstrap_admin(data_dir)
+    sup = Supervisor(env=env)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    try:
+        if not env.get("TRAINYARD_REDIS_URL"):
+            env["TRAINYARD_REDIS_URL"] = _start_redis(sup, data_dir)
+            os.environ["TRAINYARD_REDIS_URL"] = env["TRAINYARD_REDIS_URL"]
+            from app.config import get_settings
+
+            get_settings.cache_clear()
+        sup.start("api", [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+                          "--host", host, "--port", str(port), "--no-access-log"])
+        sup.start("worker", worker_argv([], concurrency=workers, name="trainyard@%h"),
+                  log_file=logs / "worker.log")
+        url = f"http://{host}:{port}"
+        wait_healthy(url, sup)
+        _redispatch_pending()
+        typer.echo(f"Trainyard is running at {url}")
+        typer.echo(f"Admin token: {token}")
+        typer.echo(f"Data: {data_dir}   Worker log: {logs / 'worker.log'}   Ctrl-C stops.")
+        while not stopping:
+            problem = sup.failed()
+            if problem:
+                typer.echo(f"stopping: {problem}", err=True)
+                raise typer.Exit(1)
+            time.sleep(0.2)
+    finally:
+        typer.echo("Stopping Trainyard...", err=True)
+        sup.stop()
+
+
+@app.command()
+def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")]
+           = "trainings.cpu",
+           concurrency: Annotated[int, typer.Option(help="Trainings run at once.")] = 1,
+           name: Annotated[str, typer.Option(help="Worker name.")] = "trainyard@%h") -> None:
+    """Start a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL)."""
+    argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],
+                       concurrency=concurrency, name=name)
+    raise typer.Exit(subprocess.call(argv))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (the configured database)."""
+    from app.migrate import upgrade_to_head
+
+    upgrade_to_head()
+    typer.echo("database is at the latest schema")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,60 @@
+"""Settings: the only place the environment is read."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of Trainyard, read from `TRAINYARD_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".data"), description="Where the database, repos, "
+                           "datasets, models and training files live.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in "
+                                     "data_dir when unset.")
+    redis_url: str | None = Field(default=None, description="Celery broker; an embedded Redis "
+                                  "is started by `trainyard up` when unset.")
+    admin_token: str | None = Field(default=None, description="API token of the bootstrap admin.")
+    public_url: str | None = Field(default=None, description="Base URL printed and used in links.")
+
+    training_timeout_s: int = Field(default=24 * 3600, ge=1, description="Wall-clock limit of a "
+                                    "training; past it the run ends as Timeout.")
+    max_trainings_per_repo: int = 5
+    terminate_grace_s: float = Field(default=5.0, description="SIGTERM to SIGKILL delay.")
+    error_tail_lines: int = 40
+
+    max_repo_bytes: int = 200 * 1024 * 1024
+    max_repo_files: int = 5000
+    max_dataset_bytes: int = 2 * 1024 * 1024 * 1024
+    max_upload_file_bytes: int = 10 * 1024 * 1024
+
+    evaluation_idle_s: int = Field(default=5 * 3600, description="Idle Aim UIs stop after this.")
+    max_evaluations: int = Field(default=4, description="Concurrent Aim UI processes.")
+    inference_idle_s: int = Field(default=30 * 60, description="Idle predictors stop after this.")
+    max_predictors: int = 4
+
+    session_secret: str | None = Field(default=None, description="Signs browser sessions; "
+                                       "generated and kept in data_dir when unset.")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'trainyard.db').resolve()}"
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the data dir (absolute)."""
+        return self.data_dir.resolve().joinpath(*parts)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
+    return Settings()

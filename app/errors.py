@@ -1,0 +1,89 @@
+"""Business errors: one exception class with a status and code, rendered by one handler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+
+class AppError(Exception):
+    """An error a user can act on: `{"error": code, "detail": message}` with `status`."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, detail: str, *, code: str | None = None, status: int | None = None,
+                 fields: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.fields = fields
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        out: dict[str, Any] = {"error": self.code, "detail": self.detail}
+        if self.fields:
+            out["fields"] = self.fields
+        return out
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+
+
+class Invalid(AppError):
+    """A 422 whose `fields` list names each offending field path."""
+
+    status = 422
+    code = "invalid"
+
+
+class TooLarge(AppError):
+    status = 413
+    code = "too_large"
+
+
+def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
+    fields = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        fields.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
+    return fields
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render AppError and request validation errors in the one error shape."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = _validation_fields(exc)
+        detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse({"error": "invalid", "detail": detail, "fields": fields},
+                            status_code=422)

@@ -1,0 +1,11 @@
+"""Every table, on one metadata (import this package to register them all)."""
+
+from app.db import Base
+from app.models.evaluation import Evaluation
+from app.models.registry import Dataset, Model
+from app.models.repo import Repository
+from app.models.training import UNFINISHED, Training, TrainingStatus
+from app.models.user import ApiToken, User
+
+__all__ = ["UNFINISHED", "ApiToken", "Base", "Dataset", "Evaluation", "Model", "Repository",
+           "Training", "TrainingStatus", "User"]

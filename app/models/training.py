@@ -1,0 +1,80 @@
+"""Training instances: the config a user submitted and what became of it."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base
+from app.models.base import UTCDateTime, utcnow
+from app.models.repo import Repository
+
+
+class TrainingStatus(enum.StrEnum):
+    PENDING = "Pending"
+    CREATING = "Creating"
+    RUNNING = "Running"
+    TERMINATING = "Terminating"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    TERMINATED = "Terminated"
+    TIMEOUT = "Timeout"
+    ABNORMAL = "Abnormal"
+
+    @property
+    def finished(self) -> bool:
+        """True once the training can no longer change state."""
+        return self not in UNFINISHED
+
+
+UNFINISHED = frozenset({TrainingStatus.PENDING, TrainingStatus.CREATING, TrainingStatus.RUNNING,
+                        TrainingStatus.TERMINATING})
+_UNFINISHED_SQL = "status IN ('Pending', 'Creating', 'Running', 'Terminating')"
+
+
+class Training(Base):
+    __tablename__ = "trainings"
+    __table_args__ = (
+        UniqueConstraint("repo_id", "job_name", name="uq_trainings_repo_job_name"),
+        # The database itself refuses a second unfinished training in a repo.
+        Index("uq_trainings_one_unfinished_per_repo", "repo_id", unique=True,
+              sqlite_where=text(_UNFINISHED_SQL), postgresql_where=text(_UNFINISHED_SQL)),
+        # Ids name folders and URLs: never hand a deleted training's id to a new one.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"),
+                                         index=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"),
+                                                      nullable=True)
+    job_name: Mapped[str] = mapped_column(String(50))
+    job_description: Mapped[str] = mapped_column(String(100), default="")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sdk: Mapped[str] = mapped_column(String(40), default="ModelArts")
+    code_dir: Mapped[str] = mapped_column(String(60), default="")
+    boot_file: Mapped[str] = mapped_column(String(60))
+    runtime: Mapped[str] = mapped_column(String(60))
+    flavor: Mapped[str] = mapped_column(String(60))
+    queue: Mapped[str] = mapped_column(String(60))
+    status: Mapped[str] = mapped_column(String(20), default=TrainingStatus.PENDING, index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    python: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    repo: Mapped[Repository] = relationship()
+
+    @property
+    def state(self) -> TrainingStatus:
+        """The status as an enum."""
+        return TrainingStatus(self.status)

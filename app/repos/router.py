@@ -1,0 +1,112 @@
+"""Repositories over REST."""
+
+from __future__ import annotations
+
+import mimetypes
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+
+from app.auth.deps import CurrentUser
+from app.config import get_settings
+from app.db import SessionDep
+from app.errors import Invalid, TooLarge
+from app.repos import service
+from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic
+from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
+
+router = APIRouter(prefix="/api/v1/repos", tags=["repositories"])
+
+_CREATE_BODY = {
+    "requestBody": {"content": {
+        "application/json": {"schema": RepoCreate.model_json_schema()},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["name", "archive"],
+            "properties": {"name": {"type": "string"},
+                           "archive": {"type": "string", "format": "binary",
+                                       "description": ".zip or .tar.gz of the repository"}}}},
+    }, "required": True},
+}
+
+
+@router.post("", status_code=201, response_model=RepoPublic, openapi_extra=_CREATE_BODY)
+async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> RepoPublic:
+    """Fork a built-in sample (JSON) or create a repository from an archive (multipart)."""
+    if is_multipart(request):
+        settings = get_settings()
+        async with request.form(max_files=1, max_fields=4) as form:
+            name = form_text(form, "name")
+            path = await save_upload(form_file(form, "archive"),
+                                     max_bytes=settings.max_repo_bytes, field="archive")
+        try:
+            repo = service.create_from_archive(db, owner=user, name=name, archive=path)
+            db.commit()
+        finally:
+            discard_upload(path)
+        return service.to_public(db, repo)
+    try:
+        body = RepoCreate.model_validate(await json_body(request))
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                  for e in exc.errors()]
+        raise Invalid("; ".join(f"{f['field']}: {f['message']}" for f in fields),
+                      fields=fields) from exc
+    repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
+                                 description=body.description)
+    db.commit()
+    return service.to_public(db, repo)
+
+
+@router.get("", response_model=list[RepoPublic])
+def list_repos(db: SessionDep, user: CurrentUser) -> list[RepoPublic]:
+    """The caller's repositories."""
+    return [service.to_public(db, r) for r in service.list_repos(db, user=user)]
+
+
+@router.get("/{owner}/{name}", response_model=RepoDetail)
+def get_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) -> RepoPublic:
+    """A repository with its file list and training counts."""
+    repo = service.get_repo(db, owner=owner, name=name, user=user)
+    return service.to_public(db, repo, detail=True)
+
+
+@router.delete("/{owner}/{name}", status_code=204)
+def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
+    """Delete a repository, its files and its finished trainings."""
+    repo = service.get_repo(db, owner=owner, name=name, user=user)
+    service.require_write(repo, user)
+    service.delete_repo(db, repo)
+    db.commit()
+    return Response(status_code=204)
+
+
+@router.get("/{owner}/{name}/files/{path:path}", response_class=FileResponse)
+def read_file(owner: str, name: str, path: str, db: SessionDep,
+              user: CurrentUser) -> FileResponse:
+    """Download one file of the repository."""
+    repo = service.get_repo(db, owner=owner, name=name, user=user)
+    file = service.read_file(repo, path)
+    media = mimetypes.guess_type(file.name)[0]
+    if media is None or file.suffix in (".py", ".json", ".txt", ".md", ".cfg", ".yaml", ".yml"):
+        media = "text/plain; charset=utf-8"
+    return FileResponse(file, media_type=media)
+
+
+@router.put("/{owner}/{name}/files/{path:path}", response_model=FileWritten,
+            openapi_extra={"requestBody": {"content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}, "required": True}})
+async def write_file(owner: str, name: str, path: str, request: Request, db: SessionDep,
+                     user: CurrentUser) -> FileWritten:
+    """Create or replace one file of the repository with the raw request body."""
+    repo = service.get_repo(db, owner=owner, name=name, user=user)
+    service.require_write(repo, user)
+    limit = get_settings().max_upload_file_bytes
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise TooLarge(f"file is larger than the limit of {limit} bytes")
+    written = service.write_file(db, repo, path, bytes(body))
+    db.commit()
+    return FileWritten(path=str(written), size=len(body))

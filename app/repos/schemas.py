@@ -1,0 +1,40 @@
+"""Request and response shapes of the repository API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+
+class RepoCreate(BaseModel):
+    name: str = Field(description="Repository name: letters, digits, '_', '.', '-'.")
+    template: str = Field(default="resnet50", description="Built-in sample to fork.")
+    description: str = ""
+
+
+class RepoFile(BaseModel):
+    path: str
+    size: int
+    modified_at: datetime
+
+
+class RepoPublic(BaseModel):
+    owner: str
+    name: str
+    full_name: str
+    template: str | None
+    description: str
+    created_at: datetime
+    updated_at: datetime
+    trainings: int = 0
+    unfinished_training: int | None = None
+
+
+class RepoDetail(RepoPublic):
+    files: list[RepoFile]
+
+
+class FileWritten(BaseModel):
+    path: str
+    size: int

@@ -1,0 +1,182 @@
+"""Repositories: fork the sample, create from an archive, read and write files."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import storage
+from app.archives import safe_extract
+from app.config import get_settings
+from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from app.models import UNFINISHED, Repository, Training, User
+from app.models.base import utcnow
+from app.repos.schemas import RepoDetail, RepoFile, RepoPublic
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TEMPLATES = {"resnet50": "resnet50"}
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name) or name.endswith((".git", ".")):
+        raise Invalid("name must be 1-64 characters of letters, digits, '_', '.', '-', "
+                      "starting with a letter or digit",
+                      fields=[{"field": "name", "message": "invalid repository name"}])
+
+
+def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
+              description: str) -> Repository:
+    _check_name(name)
+    if db.scalar(select(Repository.id).where(Repository.owner_id == owner.id,
+                                             Repository.name == name)) is not None:
+        raise Conflict(f"repository '{owner.username}/{name}' already exists",
+                       code="duplicate_repo")
+    if storage.repo_dir(owner.username, name).exists():
+        raise Conflict(f"files of '{owner.username}/{name}' are still on disk; "
+                       "choose another name", code="duplicate_repo")
+    repo = Repository(owner=owner, name=name, template=template, description=description)
+    db.add(repo)
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"repository '{owner.username}/{name}' already exists",
+                       code="duplicate_repo") from exc
+    return repo
+
+
+def fork_template(db: Session, *, owner: User, name: str, template: str,
+                  description: str = "") -> Repository:
+    """Create `owner/name` as a copy of a built-in sample repository."""
+    if template not in TEMPLATES:
+        raise Invalid(f"template: unknown template '{template}'; known: {', '.join(TEMPLATES)}",
+                      fields=[{"field": "template", "message": "unknown template"}])
+    repo = _new_repo(db, owner=owner, name=name, template=template,
+                     description=description or f"Fork of the {template} sample")
+    storage.copy_tree_atomic(storage.SAMPLES_DIR / TEMPLATES[template],
+                             storage.repo_dir(owner.username, name))
+    return repo
+
+
+def create_from_archive(db: Session, *, owner: User, name: str, archive: Path) -> Repository:
+    """Create `owner/name` from an uploaded .zip or .tar.gz (size and count capped)."""
+    settings = get_settings()
+    repo = _new_repo(db, owner=owner, name=name, template=None, description="")
+    dest = storage.repo_dir(owner.username, name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    safe_extract(archive, dest, max_bytes=settings.max_repo_bytes,
+                 max_files=settings.max_repo_files, strip_single_root=True)
+    return repo
+
+
+def get_repo(db: Session, *, owner: str, name: str, user: User) -> Repository:
+    """The repository `owner/name`, if the caller may see it."""
+    repo = db.scalar(select(Repository).join(User, Repository.owner_id == User.id)
+                     .where(User.username == owner, Repository.name == name))
+    if repo is None or not can_read(repo, user):
+        raise NotFound(f"repository '{owner}/{name}' not found")
+    return repo
+
+
+def can_read(repo: Repository, user: User) -> bool:
+    """Owners and admins see a repository."""
+    return user.is_admin or repo.owner_id == user.id
+
+
+def require_write(repo: Repository, user: User) -> None:
+    """Only the owner (or an admin) changes a repository."""
+    if not (user.is_admin or repo.owner_id == user.id):
+        raise Forbidden(f"only {repo.owner.username} may change {repo.full_name}")
+
+
+def list_repos(db: Session, *, user: User) -> list[Repository]:
+    """The caller's repositories (every repository for an admin)."""
+    query = select(Repository).order_by(Repository.created_at.desc())
+    if not user.is_admin:
+        query = query.where(Repository.owner_id == user.id)
+    return list(db.scalars(query))
+
+
+def list_files(repo: Repository) -> list[RepoFile]:
+    """Every file of the repository, sorted by path."""
+    root = storage.repo_dir(repo.owner.username, repo.name)
+    files: list[RepoFile] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", ".git"))
+        for fname in sorted(filenames):
+            path = Path(dirpath) / fname
+            if path.is_symlink():
+                continue
+            stat = path.stat()
+            files.append(RepoFile(path=path.relative_to(root).as_posix(), size=stat.st_size,
+                                  modified_at=datetime.fromtimestamp(stat.st_mtime, UTC)))
+    return sorted(files, key=lambda f: f.path)
+
+
+def file_path(repo: Repository, raw: str) -> Path:
+    """The on-disk path of a repo file given by the user."""
+    rel = storage.relative_path(raw, field="path")
+    root = storage.repo_dir(repo.owner.username, repo.name)
+    return storage.resolve_inside(root, rel, field="path")
+
+
+def read_file(repo: Repository, raw: str) -> Path:
+    """A file of the repository (404 when absent)."""
+    path = file_path(repo, raw)
+    if not path.is_file():
+        raise NotFound(f"{repo.full_name} has no file '{raw}'")
+    return path
+
+
+def write_file(db: Session, repo: Repository, raw: str, content: bytes) -> PurePosixPath:
+    """Write a repository file atomically (create or replace)."""
+    settings = get_settings()
+    if len(content) > settings.max_upload_file_bytes:
+        raise TooLarge(f"file is {len(content)} bytes; the limit is "
+                       f"{settings.max_upload_file_bytes} bytes")
+    path = file_path(repo, raw)
+    if path.is_dir():
+        raise Invalid(f"path: '{raw}' is a folder", fields=[{"field": "path",
+                                                             "message": "is a folder"}])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(content)
+    tmp.replace(path)
+    repo.updated_at = utcnow()
+    return PurePosixPath(path.relative_to(storage.repo_dir(repo.owner.username, repo.name)))
+
+
+def delete_repo(db: Session, repo: Repository) -> None:
+    """Delete a repository that has no unfinished training."""
+    busy = db.scalar(select(Training.id).where(Training.repo_id == repo.id,
+                                               Training.status.in_(UNFINISHED)))
+    if busy is not None:
+        raise Conflict(f"training {busy} of {repo.full_name} is not finished; terminate it "
+                       "first", code="training_running")
+    root = storage.repo_dir(repo.owner.username, repo.name)
+    ids = list(db.scalars(select(Training.id).where(Training.repo_id == repo.id)))
+    db.delete(repo)
+    db.flush()
+    for tid in ids:
+        storage.remove_tree(storage.training_dir(tid))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def to_public(db: Session, repo: Repository, *, detail: bool = False) -> RepoPublic:
+    """The API view of a repository, with its training counts."""
+    count = db.scalar(select(func.count()).where(Training.repo_id == repo.id)) or 0
+    unfinished = db.scalar(select(Training.id).where(Training.repo_id == repo.id,
+                                                     Training.status.in_(UNFINISHED)))
+    fields = dict(owner=repo.owner.username, name=repo.name, full_name=repo.full_name,
+                  template=repo.template, description=repo.description,
+                  created_at=repo.created_at, updated_at=repo.updated_at, trainings=count,
+                  unfinished_training=unfinished)
+    if detail:
+        return RepoDetail(**fields, files=list_files(repo))
+    return RepoPublic(**fields)

@@ -1,0 +1,105 @@
+"""Where files live under the data dir: repos, datasets, models, trainings."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from app.config import get_settings
+from app.errors import Invalid
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+
+
+def data_root() -> Path:
+    """The data dir (absolute)."""
+    return get_settings().data_dir.resolve()
+
+
+def repo_dir(owner: str, name: str) -> Path:
+    """A repository's files."""
+    return data_root() / "repos" / owner / name
+
+
+def dataset_dir(owner: str, name: str) -> Path:
+    """A dataset's files (`datasets/<owner>/<name>/` in configs)."""
+    return data_root() / "datasets" / owner / name
+
+
+def model_dir(owner: str, name: str) -> Path:
+    """A model's files (`models/<owner>/<name>/` in configs)."""
+    return data_root() / "models" / owner / name
+
+
+def training_dir(training_id: int) -> Path:
+    """Everything of one training: `workspace/` (code snapshot and outputs) and `log.txt`."""
+    return data_root() / "trainings" / str(training_id)
+
+
+def training_workspace(training_id: int) -> Path:
+    """The code snapshot the training runs in; outputs are written inside it."""
+    return training_dir(training_id) / "workspace"
+
+
+def training_log(training_id: int) -> Path:
+    """The merged stdout/stderr of the training."""
+    return training_dir(training_id) / "log.txt"
+
+
+def envs_dir() -> Path:
+    """Cached Python environments built for pip-requirements files."""
+    return data_root() / "envs"
+
+
+def tmp_dir() -> Path:
+    """Scratch space on the data dir's filesystem, so finished work can be renamed into place."""
+    path = data_root() / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def staging_dir(prefix: str) -> Path:
+    """A fresh temporary folder under `tmp_dir()`."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_dir()))
+
+
+def relative_path(raw: str, *, field: str) -> PurePosixPath:
+    """A user-given path inside a folder: relative, no `..`, no backslashes."""
+    path = PurePosixPath(raw.strip("/"))
+    if raw.startswith("/") or "\\" in raw or any(p in ("..", "") for p in path.parts) \
+            or str(path) in ("", "."):
+        raise Invalid(f"{field}: '{raw}' must be a relative path inside the folder "
+                      "(no '..', no leading '/')",
+                      fields=[{"field": field, "message": "path escapes the folder"}])
+    return path
+
+
+def resolve_inside(root: Path, rel: PurePosixPath, *, field: str) -> Path:
+    """`root/rel`, refusing anything (such as a link) that resolves outside `root`."""
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise Invalid(f"{field}: '{rel}' points outside its folder",
+                      fields=[{"field": field, "message": "path escapes the folder"}])
+    return target
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder if present."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _skip_links(folder: str, names: list[str]) -> set[str]:
+    # Repositories hold no links (uploads refuse them); never follow one out of the tree.
+    return {n for n in names if (Path(folder) / n).is_symlink()}
+
+
+def copy_tree_atomic(src: Path, dest: Path) -> None:
+    """Copy `src` to `dest` via a staging folder, so `dest` is complete or absent."""
+    stage = staging_dir("copy-")
+    try:
+        shutil.copytree(src, stage / "tree", ignore=_skip_links)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (stage / "tree").rename(dest)
+    finally:
+        remove_tree(stage)

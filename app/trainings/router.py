@@ -1,0 +1,187 @@
+"""Training instances over REST: create, list, detail, terminate, delete, logs, outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from sse_starlette.sse import EventSourceResponse
+
+from app import storage
+from app.auth.deps import CurrentUser
+from app.config import get_settings
+from app.db import SessionDep, get_sessionmaker
+from app.models import Training, TrainingStatus
+from app.queue import send_run_training
+from app.repos.service import get_repo, require_write
+from app.trainings import outputs, service
+from app.trainings.config import config_json_schema
+from app.trainings.logs import read_range, stream_events
+from app.trainings.runtimes import list_flavors, list_runtimes
+from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
+from app.uploads import json_body
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["trainings"])
+
+_CREATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "oneOf": [{"type": "object", "description": "The config.json object itself: see "
+               "GET /api/v1/schemas/training-config"},
+              {"type": "object", "required": ["config_path"],
+               "properties": {"config_path": {"type": "string",
+                                              "example": "train/config.json"}}}]}}}}}
+
+
+@router.get("/schemas/training-config", tags=["schemas"])
+def training_config_schema() -> dict[str, Any]:
+    """The JSON Schema of the config.json format."""
+    return config_json_schema()
+
+
+@router.get("/runtimes", tags=["schemas"])
+def runtimes() -> dict[str, Any]:
+    """The runtimes and instance types (flavors) this installation runs."""
+    return {"runtimes": list_runtimes(), "flavors": list_flavors()}
+
+
+def dispatch(training: Training) -> None:
+    """Queue a committed training; it stays Pending for the sweeper if the broker is down."""
+    try:
+        send_run_training(training.id, queue=training.queue)
+    except Exception:  # the broker being down must not fail the request: it is committed
+        log.exception("could not queue training %s; it stays Pending", training.id)
+
+
+@router.post("/repos/{owner}/{name}/trainings", status_code=201, response_model=TrainingPublic,
+             openapi_extra=_CREATE_BODY)
+async def create_training(owner: str, name: str, request: Request, db: SessionDep,
+                          user: CurrentUser) -> TrainingPublic:
+    """Create a training instance from a config object or `{"config_path": ...}`."""
+    body = await json_body(request)
+
+    def create() -> Training:
+        repo = get_repo(db, owner=owner, name=name, user=user)
+        training = service.create_training(db, repo=repo, user=user, body=body)
+        try:
+            db.commit()
+        except BaseException:
+            storage.remove_tree(storage.training_dir(training.id))
+            raise
+        return training
+
+    training = await run_in_threadpool(create)
+    dispatch(training)
+    return service.to_public(training)
+
+
+@router.get("/repos/{owner}/{name}/trainings", response_model=list[TrainingPublic])
+def list_trainings(owner: str, name: str, db: SessionDep,
+                   user: CurrentUser) -> list[TrainingPublic]:
+    """The repository's training instances, newest first."""
+    repo = get_repo(db, owner=owner, name=name, user=user)
+    return [service.to_public(t) for t in service.list_trainings(db, repo)]
+
+
+@router.get("/trainings/{training_id}", response_model=TrainingPublic)
+def get_training(training_id: int, db: SessionDep, user: CurrentUser) -> TrainingPublic:
+    """A training's status, timestamps, duration, config and error."""
+    return service.to_public(service.get_training(db, training_id, user=user))
+
+
+@router.post("/trainings/{training_id}/terminate", status_code=202, response_model=Accepted)
+def terminate_training(training_id: int, db: SessionDep, user: CurrentUser) -> Accepted:
+    """Stop a training: queued ones end at once, running ones go through Terminating."""
+    training = service.get_training(db, training_id, user=user)
+    service.request_termination(db, training, user=user)
+    db.commit()
+    return Accepted(id=training.id, status=training.status)
+
+
+@router.delete("/trainings/{training_id}", status_code=204)
+async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -> Response:
+    """Delete a training and its files; a running one is terminated first."""
+    training = await run_in_threadpool(service.get_training, db, training_id, user=user)
+    if not training.state.finished:
+        await run_in_threadpool(service.request_termination, db, training, user=user)
+        await run_in_threadpool(db.commit)
+        deadline = get_settings().terminate_grace_s + 10
+        waited = 0.0
+        while not training.state.finished and waited < deadline:
+            await asyncio.sleep(0.2)
+            waited += 0.2
+            await run_in_threadpool(db.refresh, training)
+        if not training.state.finished:
+            await run_in_threadpool(service.finish, training, TrainingStatus.ABNORMAL,
+                                    error="the worker did not confirm termination")
+    else:
+        require_write(training.repo, user)
+    await run_in_threadpool(service.delete_training, db, training)
+    await run_in_threadpool(db.commit)
+    return Response(status_code=204)
+
+
+@router.get("/trainings/{training_id}/log", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}}})
+def get_log(training_id: int, db: SessionDep, user: CurrentUser,
+            offset: int = Query(0, description="First byte; negative counts from the end."),
+            limit: int = Query(1024 * 1024, ge=1, le=16 * 1024 * 1024)) -> Response:
+    """The log as plain text from byte `offset` (at most `limit` bytes)."""
+    training = service.get_training(db, training_id, user=user)
+    data, start, size = read_range(storage.training_log(training.id), offset=offset,
+                                   limit=limit)
+    return Response(data, media_type="text/plain; charset=utf-8", headers={
+        "X-Log-Start": str(start), "X-Log-Size": str(size),
+        "X-Next-Offset": str(start + len(data)), "X-Training-Status": training.status})
+
+
+@router.get("/trainings/{training_id}/log/stream")
+async def stream_log(training_id: int, request: Request, user: CurrentUser,
+                     offset: int = Query(0, ge=0)) -> EventSourceResponse:
+    """Server-Sent Events following the log until the training ends (resume: Last-Event-ID)."""
+    sessions = get_sessionmaker()
+
+    def check_access() -> None:
+        with sessions() as db:
+            service.get_training(db, training_id, user=user)
+
+    def read_status() -> str | None:
+        with sessions() as db:
+            training = db.get(Training, training_id)
+            return None if training is None else training.status
+
+    await run_in_threadpool(check_access)
+    last_id = request.headers.get("last-event-id", "")
+    start = int(last_id) if last_id.isdigit() else offset
+
+    async def get_status() -> str | None:
+        return await run_in_threadpool(read_status)
+
+    return EventSourceResponse(
+        stream_events(storage.training_log(training_id), offset=start, get_status=get_status),
+        ping=15, headers={"X-Accel-Buffering": "no"})
+
+
+@router.get("/trainings/{training_id}/outputs", response_model=list[OutputFile])
+def get_outputs(training_id: int, db: SessionDep, user: CurrentUser) -> list[OutputFile]:
+    """Files the training wrote to its outputs (checkpoints flagged)."""
+    return outputs.list_outputs(service.get_training(db, training_id, user=user))
+
+
+@router.get("/trainings/{training_id}/outputs/{path:path}", response_model=None)
+def download_output(training_id: int, path: str, db: SessionDep,
+                    user: CurrentUser) -> FileResponse | StreamingResponse:
+    """Download one output file, or a whole output folder as a streamed .tar.gz."""
+    training = service.get_training(db, training_id, user=user)
+    target = outputs.resolve_output(training, path)
+    if target.is_file():
+        return FileResponse(target, filename=target.name,
+                            media_type="application/octet-stream")
+    name = f"training-{training.id}-{target.name}"
+    return StreamingResponse(outputs.stream_tar_gz(target, arcname=target.name),
+                             media_type="application/gzip",
+                             headers={"Content-Disposition":
+                                      f'attachment; filename="{name}.tar.gz"'})

@@ -1,0 +1,67 @@
+"""Users, tokens and repositories through the live platform."""
+
+from __future__ import annotations
+
+from tests.live import Live, unique
+from tests.repo_files import tar_gz, zip_bytes
+
+
+def test_health_and_authentication(live: Live) -> None:
+    anon = live.client(None)
+    assert anon.get("/api/v1/health").json() == {"status": "ok"}
+    r = anon.get("/api/v1/repos")
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+    assert live.client("ty_wrong").get("/api/v1/repos").status_code == 401
+    name, client = live.new_user()
+    assert client.get("/api/v1/me").json()["username"] == name
+    r = client.post("/api/v1/users", json={"username": unique("x")})
+    assert r.status_code == 403
+    r = live.admin.post("/api/v1/users", json={"username": name})
+    assert r.status_code == 409
+    r = live.admin.post("/api/v1/users", json={"username": "../bad"})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "username"
+
+
+def test_fork_the_sample_and_edit_files(live: Live) -> None:
+    user, client = live.new_user()
+    r = client.post("/api/v1/repos", json={"name": "ResNet50", "template": "resnet50"})
+    assert r.status_code == 201, r.text
+    assert r.json()["owner"] == user and r.json()["name"] == "ResNet50"
+    detail = client.get(f"/api/v1/repos/{user}/ResNet50").json()
+    paths = {f["path"] for f in detail["files"]}
+    for expected in ("inference/app.py", "train/config.json", "train/train_dir/train.py",
+                     "train/train_dir/train_aim.py", "train/config_aim.json"):
+        assert expected in paths
+    cfg = client.get(f"/api/v1/repos/{user}/ResNet50/files/train/config.json")
+    assert cfg.status_code == 200 and "job_name" in cfg.text
+    r = client.put(f"/api/v1/repos/{user}/ResNet50/files/notes/new.txt", content=b"hello")
+    assert r.status_code == 200 and r.json() == {"path": "notes/new.txt", "size": 5}
+    assert client.get(f"/api/v1/repos/{user}/ResNet50/files/notes/new.txt").text == "hello"
+    r = client.get(f"/api/v1/repos/{user}/ResNet50/files/%2e%2e/%2e%2e/etc/passwd")
+    assert r.status_code in (404, 422)
+    assert client.post("/api/v1/repos", json={"name": "ResNet50"}).status_code == 409
+    r = client.post("/api/v1/repos", json={"name": "x", "template": "vgg"})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "template"
+    assert [x["name"] for x in client.get("/api/v1/repos").json()] == ["ResNet50"]
+    _, other = live.new_user()
+    assert other.get(f"/api/v1/repos/{user}/ResNet50").status_code == 404
+
+
+def test_repo_from_archives(live: Live) -> None:
+    _, client = live.new_user()
+    for filename, blob in (("r.tar.gz", tar_gz({"a/b.py": "x = 1"}, root="project")),
+                           ("r.zip", zip_bytes({"a/b.py": "x = 1", "c.txt": "c"}))):
+        name = unique("arch")
+        r = client.post("/api/v1/repos", data={"name": name}, files={"archive": (filename, blob)})
+        assert r.status_code == 201, r.text
+        owner = r.json()["owner"]
+        assert client.get(f"/api/v1/repos/{owner}/{name}/files/a/b.py").text == "x = 1"
+    evil = tar_gz({"../escape.py": "boom"})
+    name = unique("evil")
+    r = client.post("/api/v1/repos", data={"name": name}, files={"archive": ("e.tar.gz", evil)})
+    assert r.status_code == 422 and "escape" in r.json()["detail"]
+    assert client.get("/api/v1/repos").json() and name not in {
+        x["name"] for x in client.get("/api/v1/repos").json()}
+    r = client.post("/api/v1/repos", data={"name": unique("n")},
+                    files={"archive": ("x.txt", b"just text")})
+    assert r.status_code == 422

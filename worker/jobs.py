@@ -1,0 +1,221 @@
+"""One training from claim to outcome: claim the row, prepare the run, supervise, record."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app import storage
+from app.config import get_settings
+from app.db import get_sessionmaker
+from app.models import Training, TrainingStatus
+from app.models.base import utcnow
+from app.trainings.config import parse_input_url
+from app.trainings.runtimes import get_runtime
+from app.trainings.service import finish
+from worker import envs, runner
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+STALE_AFTER = timedelta(seconds=60)
+REQUIREMENTS_FILE = "pip-requirements.txt"
+
+
+class PrepareError(Exception):
+    """The run could not be set up; the message becomes the training's error."""
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    spec: runner.RunSpec
+    python: str
+
+
+def _session() -> Session:
+    return get_sessionmaker()()
+
+
+def claim(training_id: int, *, worker_name: str) -> bool:
+    """Move the training from Pending to Creating for this worker; False if someone else has it."""
+    with _session() as db:
+        claimed = db.execute(
+            update(Training).where(Training.id == training_id,
+                                   Training.status == TrainingStatus.PENDING)
+            .values(status=TrainingStatus.CREATING, worker=worker_name, heartbeat_at=utcnow()))
+        db.commit()
+        if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            return True
+        _mark_lost_if_stale(db, training_id)
+    return False
+
+
+def _mark_lost_if_stale(db: Session, training_id: int) -> None:
+    # A redelivered task whose training shows no heartbeat lost its worker mid-run.
+    training = db.get(Training, training_id)
+    if training is None or training.state.finished or training.state is TrainingStatus.PENDING:
+        return
+    beat = training.heartbeat_at
+    if beat is None or utcnow() - beat > STALE_AFTER:
+        finish(training, TrainingStatus.ABNORMAL, error=f"worker {training.worker} was lost")
+        db.commit()
+
+
+def mark_lost_trainings(worker_name: str) -> int:
+    """At worker start: trainings this worker had in progress died with it; mark them Abnormal."""
+    with _session() as db:
+        rows = list(db.scalars(select(Training).where(
+            Training.worker == worker_name,
+            Training.status.in_([TrainingStatus.CREATING, TrainingStatus.RUNNING,
+                                 TrainingStatus.TERMINATING]))))
+        for training in rows:
+            finish(training, TrainingStatus.ABNORMAL,
+                   error=f"worker {worker_name} stopped while the training was in progress")
+        db.commit()
+        return len(rows)
+
+
+def _input_path(input_url: str) -> Path:
+    ref = parse_input_url(input_url)
+    root = (storage.dataset_dir if ref.kind == "datasets" else storage.model_dir)(
+        ref.owner, ref.name)
+    path = root / ref.subpath if ref.subpath else root
+    if not path.exists():
+        raise PrepareError(f"input {input_url} no longer exists")
+    return path
+
+
+def prepare(training: Training, *, log_path: Path) -> PreparedRun:
+    """Resolve inputs and outputs to local paths, pick the interpreter, build argv and env."""
+    cfg = training.config
+    workspace = storage.training_workspace(training.id)
+    code_dir = workspace / PurePosixPath(training.code_dir)
+    boot = code_dir / training.boot_file
+    if not boot.is_file():
+        raise PrepareError(f"boot file {training.code_dir}{training.boot_file} is missing "
+                           "from the code snapshot")
+    args: list[tuple[str, str]] = [(h["name"], str(h["value"])) for h in cfg["hypeparameters"]]
+    args += [(x["name"], str(_input_path(x["input_url"]))) for x in cfg["inputs"]]
+    for out in cfg["outputs"]:
+        folder = workspace / PurePosixPath(out["output_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        args.append((out["name"], str(folder) + "/"))
+    runtime = get_runtime(training.runtime)
+    python = runtime.python
+    requirements = boot.parent / REQUIREMENTS_FILE
+    if requirements.is_file():
+        try:
+            python = envs.python_for_requirements(
+                requirements, base_python=runtime.python, cache_dir=storage.envs_dir(),
+                log_path=log_path)
+        except envs.RequirementsError as exc:
+            raise PrepareError(str(exc)) from exc
+    env = runner.build_env(cfg["env_variables"], home=storage.training_dir(training.id) / "home",
+                           runtime_is_mindspore=runtime.framework_type == "MindSpore",
+                           python=python)
+    settings = get_settings()
+    spec = runner.RunSpec(argv=runner.build_argv(python, boot, args), cwd=boot.parent, env=env,
+                          log_path=log_path, timeout_s=settings.training_timeout_s,
+                          grace_s=settings.terminate_grace_s)
+    return PreparedRun(spec=spec, python=python)
+
+
+class StopCheck:
+    """Polled by the runner: stop when the user asked for it or the row is gone; heartbeats."""
+
+    def __init__(self, training_id: int) -> None:
+        self.training_id = training_id
+        self.next_beat = 0.0
+
+    def __call__(self) -> bool:
+        with _session() as db:
+            status = db.scalar(select(Training.status).where(Training.id == self.training_id))
+            if status is None:
+                return True
+            if time.monotonic() >= self.next_beat:
+                self.next_beat = time.monotonic() + HEARTBEAT_S
+                db.execute(update(Training).where(Training.id == self.training_id)
+                           .values(heartbeat_at=utcnow()))
+                db.commit()
+            return bool(status == TrainingStatus.TERMINATING)
+
+
+def _set_running(training_id: int, python: str) -> bool:
+    with _session() as db:
+        done = db.execute(update(Training).where(Training.id == training_id,
+                                                 Training.status == TrainingStatus.CREATING)
+                          .values(status=TrainingStatus.RUNNING, started_at=utcnow(),
+                                  python=python, heartbeat_at=utcnow()))
+        db.commit()
+        return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+_OUTCOME_STATUS = {
+    "completed": TrainingStatus.COMPLETED, "failed": TrainingStatus.FAILED,
+    "terminated": TrainingStatus.TERMINATED, "timeout": TrainingStatus.TIMEOUT,
+}
+
+
+def _record(training_id: int, status: TrainingStatus, *, error: str | None,
+            exit_code: int | None = None) -> None:
+    with _session() as db:
+        training = db.get(Training, training_id)
+        if training is None:
+            return
+        if training.state is TrainingStatus.TERMINATING and status is TrainingStatus.FAILED:
+            status = TrainingStatus.TERMINATED  # killed on request: not a failure
+        finish(training, status, error=error)
+        training.exit_code = exit_code
+        db.commit()
+
+
+def _keep_log_copy(training: Training, log_path: Path) -> None:
+    # Xihe's log_url: a copy of the log lands in the workspace folder the config named.
+    log_url = training.config.get("log_url") or ""
+    if log_url and log_path.exists():
+        folder = storage.training_workspace(training.id) / PurePosixPath(log_url)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log_path, folder / f"{training.job_name}.log")
+
+
+def run_training_job(training_id: int, *, worker_name: str) -> str:
+    """Run one training end to end; returns its final status (or 'skipped')."""
+    if not claim(training_id, worker_name=worker_name):
+        return "skipped"
+    log_path = storage.training_log(training_id)
+    with _session() as db:
+        training = db.get(Training, training_id)
+        if training is None:
+            return "deleted"
+        try:
+            prepared = prepare(training, log_path=log_path)
+        except PrepareError as exc:
+            _record(training_id, TrainingStatus.FAILED, error=str(exc))
+            return TrainingStatus.FAILED
+        except Exception as exc:
+            log.exception("preparing training %s failed", training_id)
+            _record(training_id, TrainingStatus.FAILED, error=f"could not prepare the run: {exc}")
+            return TrainingStatus.FAILED
+    if not _set_running(training_id, prepared.python):
+        _record(training_id, TrainingStatus.TERMINATED, error="terminated before it started")
+        return TrainingStatus.TERMINATED
+    result = runner.run(prepared.spec, should_stop=StopCheck(training_id))
+    status = _OUTCOME_STATUS[result.outcome]
+    error = None
+    if status is TrainingStatus.FAILED:
+        error = result.error_tail or f"exited with code {result.exit_code}"
+    elif status is TrainingStatus.TIMEOUT:
+        error = f"ran past the limit of {prepared.spec.timeout_s:.0f} s"
+    with _session() as db:
+        training = db.get(Training, training_id)
+        if training is not None:
+            _keep_log_copy(training, log_path)
+    _record(training_id, status, error=error, exit_code=result.exit_code)
+    return status
