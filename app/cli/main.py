@@ -165,5 +165,18 @@ def migrate() -> None:
     typer.echo("database is at the latest schema")
 
 
+@app.command()
+def bootstrap() -> None:
+    """Apply migrations and register TRAINYARD_ADMIN_TOKEN as the admin's token (deployments)."""
+    from app.config import get_settings
+
+    settings = get_settings()
+    if not settings.admin_token:
+        raise typer.BadParameter("set TRAINYARD_ADMIN_TOKEN")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _bootstrap_admin(settings.data_dir)
+    typer.echo("database migrated; admin token registered")
+
+
 if __name__ == "__main__":
     app()
