@@ -25,6 +25,7 @@ from worker import envs, runner
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+STATUS_EVERY_S = 0.5
 STALE_AFTER = timedelta(seconds=60)
 REQUIREMENTS_FILE = "pip-requirements.txt"
 
@@ -133,8 +134,12 @@ class StopCheck:
     def __init__(self, training_id: int) -> None:
         self.training_id = training_id
         self.next_beat = 0.0
+        self.next_check = 0.0
 
     def __call__(self) -> bool:
+        if time.monotonic() < self.next_check:
+            return False
+        self.next_check = time.monotonic() + STATUS_EVERY_S
         with _session() as db:
             status = db.scalar(select(Training.status).where(Training.id == self.training_id))
             if status is None:
@@ -210,7 +215,7 @@ def run_training_job(training_id: int, *, worker_name: str) -> str:
     status = _OUTCOME_STATUS[result.outcome]
     error = None
     if status is TrainingStatus.FAILED:
-        error = result.error_tail or f"exited with code {result.exit_code}"
+        error = result.error_tail or result.reason
     elif status is TrainingStatus.TIMEOUT:
         error = f"ran past the limit of {prepared.spec.timeout_s:.0f} s"
     with _session() as db:
