@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -18,22 +17,15 @@ from app.config import get_settings
 from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.models import UNFINISHED, Repository, Training, User
 from app.models.base import utcnow
+from app.names import check_name
 from app.repos.schemas import RepoDetail, RepoFile, RepoPublic
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TEMPLATES = {"resnet50": "resnet50"}
-
-
-def _check_name(name: str) -> None:
-    if not NAME_RE.match(name) or name.endswith((".git", ".")):
-        raise Invalid("name must be 1-64 characters of letters, digits, '_', '.', '-', "
-                      "starting with a letter or digit",
-                      fields=[{"field": "name", "message": "invalid repository name"}])
 
 
 def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
               description: str) -> Repository:
-    _check_name(name)
+    check_name(name)
     if db.scalar(select(Repository.id).where(Repository.owner_id == owner.id,
                                              Repository.name == name)) is not None:
         raise Conflict(f"repository '{owner.username}/{name}' already exists",
