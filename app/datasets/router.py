@@ -80,7 +80,8 @@ async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) ->
             source = service.server_path(body.path or "")
         dataset = await run_in_threadpool(service.import_dataset_file, db, owner=user,
                                           name=body.name, source=source,
-                                          is_public=body.is_public)
+                                          is_public=body.is_public,
+                                          field="url" if body.url else "path")
         await run_in_threadpool(db.commit)
     finally:
         if downloaded is not None:

@@ -31,7 +31,7 @@ def _refuse_duplicate(db: Session, table: type[Dataset] | type[Model], owner: Us
 
 
 def import_dataset_file(db: Session, *, owner: User, name: str, source: Path,
-                        is_public: bool = True) -> Dataset:
+                        is_public: bool = True, field: str = "archive") -> Dataset:
     """Import a folder or archive as `datasets/<owner>/<name>/` (atomic; caller commits)."""
     check_name(name, what="dataset")
     _refuse_duplicate(db, Dataset, owner, name, "dataset")
@@ -40,7 +40,7 @@ def import_dataset_file(db: Session, *, owner: User, name: str, source: Path,
         raise Conflict(f"files of dataset '{owner.username}/{name}' are still on disk; choose "
                        "another name", code="duplicate_dataset")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    info = import_dataset(source, dest, max_bytes=get_settings().max_dataset_bytes)
+    info = import_dataset(source, dest, max_bytes=get_settings().max_dataset_bytes, field=field)
     dataset = Dataset(owner_id=owner.id, name=name, is_public=is_public, format=info.format,
                       info=info.model_dump(mode="json"), size_bytes=info.bytes)
     db.add(dataset)
