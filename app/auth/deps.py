@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,6 +13,9 @@ from app.errors import Forbidden, Unauthorized
 from app.models import User
 
 SESSION_USER_KEY = "user_id"
+CSRF_SESSION_KEY = "csrf"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _bearer(request: Request) -> str | None:
@@ -20,6 +24,16 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def check_csrf(request: Request, supplied: str | None) -> None:
+    """Refuse an unsafe request of a browser session that lacks the session's CSRF token."""
+    expected = request.session.get(CSRF_SESSION_KEY)
+    if not (isinstance(expected, str) and supplied
+            and secrets.compare_digest(expected.encode(), supplied.encode())):
+        raise Forbidden(f"missing or wrong CSRF token: a signed-in browser must send the "
+                        f"page's token as {CSRF_HEADER}; reload the page and try again",
+                        code="csrf_failed")
 
 
 def optional_user(request: Request, db: SessionDep) -> User | None:
@@ -34,6 +48,9 @@ def optional_user(request: Request, db: SessionDep) -> User | None:
     if "session" in request.scope:
         user_id = request.session.get(SESSION_USER_KEY)
         if isinstance(user_id, int):
+            # A cookie rides along with cross-site requests; the token in the page does not.
+            if request.method in UNSAFE_METHODS:
+                check_csrf(request, request.headers.get(CSRF_HEADER))
             return db.get(User, user_id)
     return None
 
