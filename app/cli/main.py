@@ -8,19 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.cli import client
-from app.cli.supervisor import (
-    Supervisor,
-    free_port,
-    read_or_create_secret,
-    redis_server_binary,
-    wait_healthy,
-    worker_argv,
-)
+
+if TYPE_CHECKING:
+    from app.cli.supervisor import Supervisor
 
 app = typer.Typer(help="Trainyard: a self-hosted training-job service.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -29,6 +24,7 @@ client.register(app)
 
 def _configure(data_dir: Path) -> dict[str, str]:
     """Point this process and its children at `data_dir`; returns the children's environment."""
+    from app.cli.supervisor import read_or_create_secret
     from app.config import get_settings
     from app.db import reset_engine
 
@@ -46,6 +42,7 @@ def _configure(data_dir: Path) -> dict[str, str]:
 def _bootstrap_admin(data_dir: Path) -> str:
     """Migrate the database and make sure the admin exists; returns the admin token to show."""
     from app.auth.service import ensure_admin
+    from app.cli.supervisor import read_or_create_secret
     from app.config import get_settings
     from app.db import get_sessionmaker
     from app.migrate import upgrade_to_head
@@ -60,6 +57,8 @@ def _bootstrap_admin(data_dir: Path) -> str:
 
 
 def _start_redis(sup: Supervisor, data_dir: Path) -> str:
+    from app.cli.supervisor import free_port, redis_server_binary
+
     port = free_port()
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
@@ -103,6 +102,8 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
                                               envvar="TRAINYARD_DATA_DIR")] = Path(".data"),
        workers: Annotated[int, typer.Option(help="Trainings run at once.")] = 1) -> None:
     """Start the whole platform: database migrations, Redis, the API and a worker."""
+    from app.cli.supervisor import Supervisor, wait_healthy, worker_argv
+
     env = _configure(data_dir)
     data_dir = Path(env["TRAINYARD_DATA_DIR"])
     token = _bootstrap_admin(data_dir)
@@ -151,6 +152,8 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to c
            concurrency: Annotated[int, typer.Option(help="Trainings run at once.")] = 1,
            name: Annotated[str, typer.Option(help="Worker name.")] = "trainyard@%h") -> None:
     """Start a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL)."""
+    from app.cli.supervisor import worker_argv
+
     argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],
                        concurrency=concurrency, name=name)
     raise typer.Exit(subprocess.call(argv))

@@ -1,0 +1,43 @@
+"""How the client shows times, durations, sizes and statuses."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from rich.filesize import decimal
+from rich.text import Text
+
+STATUS_STYLES = {
+    "Pending": "yellow", "Creating": "yellow", "Running": "bold blue",
+    "Terminating": "magenta", "Completed": "bold green", "Failed": "bold red",
+    "Terminated": "magenta", "Timeout": "red", "Abnormal": "red",
+}
+FINISHED = frozenset({"Completed", "Failed", "Terminated", "Timeout", "Abnormal"})
+
+
+def when(value: str | None) -> str:
+    """An API timestamp in local time, to the second ('-' when missing)."""
+    if not value:
+        return "-"
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return stamp.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: float | None) -> str:
+    """`0:04:05`, or '-' when unknown."""
+    if seconds is None:
+        return "-"
+    return str(timedelta(seconds=round(seconds)))
+
+
+def size(n: int | None) -> str:
+    """A byte count for people: `1.2 MB`."""
+    return "-" if n is None else decimal(n)
+
+
+def status(value: str) -> Text:
+    """A training status in its colour."""
+    return Text(value, style=STATUS_STYLES.get(value, ""))

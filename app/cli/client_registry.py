@@ -1,0 +1,140 @@
+"""`trainyard datasets ...` and `trainyard models ...`: list, upload, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from app.cli import client_format as fmt
+from app.cli.client_api import SLOW_TIMEOUT, TokenOption, UrlOption, connect, die, err, out
+from app.cli.client_transfer import post_files, upload_source
+
+datasets = typer.Typer(help="Datasets trainings read as `datasets/<owner>/<name>/`.",
+                       no_args_is_help=True)
+models = typer.Typer(help="Models: checkpoints to start from or to serve.", no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="Name to give it.")]
+
+
+def _full_name(row: dict[str, Any]) -> str:
+    owner = row.get("owner")
+    if isinstance(owner, dict):
+        owner = owner.get("username")
+    return f"{owner}/{row['name']}" if owner else str(row["name"])
+
+
+def _images(row: dict[str, Any]) -> str:
+    info = row.get("info") or {}
+    if "train_count" not in info:
+        return "-"
+    return f"{info['train_count']} train / {info.get('test_count', 0)} test, " \
+           f"{len(info.get('classes', []))} classes"
+
+
+def _table(rows: list[dict[str, Any]], kind: str) -> None:
+    if not rows:
+        out.print(f"no {kind} yet")
+        return
+    if kind == "datasets":
+        table = Table("Name", "Format", "Images", "Size", "Created", box=None,
+                      header_style="bold")
+        for row in rows:
+            table.add_row(_full_name(row), str(row.get("format") or "-"), _images(row),
+                          fmt.size(row.get("size_bytes")), fmt.when(row.get("created_at")))
+    else:
+        table = Table("Name", "Description", "Files", "Size", "Created", box=None,
+                      header_style="bold")
+        for row in rows:
+            table.add_row(_full_name(row), str(row.get("description") or "-"),
+                          str(len(row.get("files", []))), fmt.size(row.get("size_bytes")),
+                          fmt.when(row.get("created_at")))
+    out.print(table)
+
+
+@datasets.command("list")
+def list_datasets(url: UrlOption = None, token: TokenOption = None) -> None:
+    """Datasets you can use."""
+    with connect(url, token) as api:
+        _table(api.get_json("/api/v1/datasets"), "datasets")
+
+
+PrivateFlag = Annotated[bool, typer.Option(
+    "--private", help="Only you (and admins) may use it; public by default.")]
+
+
+def _ready(kind: str, created: dict[str, Any]) -> None:
+    out.print(f"{kind} {_full_name(created)} is ready ({fmt.size(created.get('size_bytes'))})")
+    if created.get("input_url"):
+        out.print(f"use it in a config's inputs as: {created['input_url']}")
+
+
+@datasets.command("import")
+def import_dataset(
+        name: NameArg,
+        source: Annotated[str, typer.Argument(
+            metavar="PATH", help="A folder, or a .zip/.tar.gz: CIFAR-10 binary files or "
+            "train/<class>/ + test/<class>/ images (with --from-url: a URL).")],
+        on_server: Annotated[bool, typer.Option(
+            "--on-server", help="PATH is on the server's disk: import it there (admins only).")
+        ] = False,
+        from_url: Annotated[bool, typer.Option(
+            "--from-url", help="PATH is a URL of an archive the server downloads (admins only).")
+        ] = False,
+        sha256: Annotated[str | None, typer.Option(
+            help="With --from-url: the archive's expected SHA-256.")] = None,
+        md5: Annotated[str | None, typer.Option(
+            help="With --from-url: the archive's expected MD5.")] = None,
+        private: PrivateFlag = False,
+        url: UrlOption = None, token: TokenOption = None) -> None:
+    """Upload a dataset (a folder is packed as .tar.gz first), or import one on the server."""
+    if on_server and from_url:
+        die("--on-server and --from-url exclude each other")
+    if (sha256 or md5) and not from_url:
+        die("--sha256/--md5 check a download: use them with --from-url")
+    with connect(url, token) as api:
+        if on_server or from_url:
+            body: dict[str, Any] = {"name": name, "is_public": not private,
+                                    "url" if from_url else "path": source}
+            body.update({k: v for k, v in (("sha256", sha256), ("md5", md5)) if v})
+            with err.status("importing on the server ..."):
+                created = api.request("POST", "/api/v1/datasets", timeout=SLOW_TIMEOUT,
+                                      json=body).json()
+        else:
+            path = Path(source)
+            with upload_source(path) as archive:
+                filename = archive.name if archive == path else f"{name}.tar.gz"
+                created = post_files(api, "/api/v1/datasets",
+                                     data={"name": name, "is_public": str(not private).lower()},
+                                     files=[("archive", archive, filename)])
+    _ready("dataset", created)
+
+
+@models.command("list")
+def list_models(url: UrlOption = None, token: TokenOption = None) -> None:
+    """Models you can use."""
+    with connect(url, token) as api:
+        _table(api.get_json("/api/v1/models"), "models")
+
+
+@models.command("upload")
+def upload_model(name: NameArg,
+                 files: Annotated[list[Path], typer.Argument(
+                     metavar="FILE...", help="Checkpoint files (.ckpt) and any others.")],
+                 description: Annotated[str, typer.Option(help="A line about it.")] = "",
+                 private: PrivateFlag = False,
+                 url: UrlOption = None, token: TokenOption = None) -> None:
+    """Upload checkpoint files as a model."""
+    for f in files:
+        if not f.is_file():
+            die(f"{f} is not a file")
+    if len({f.name for f in files}) != len(files):
+        die("two of the files have the same name; a model's files sit in one folder")
+    with connect(url, token) as api:
+        created = post_files(api, "/api/v1/models",
+                             data={"name": name, "description": description,
+                                   "is_public": str(not private).lower()},
+                             files=[("file", f, f.name) for f in files])
+    _ready("model", created)

@@ -1,0 +1,375 @@
+"""The `trainyard` client commands, run as a real subprocess against the live platform."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import tomllib
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cifar_data import write_cifar_binary
+from tests.live import ADMIN_TOKEN, ROOT, Live, free_port, unique
+from tests.repo_files import BOOT_FILES, config
+
+
+@dataclass
+class Cli:
+    """Runs `python -m app.cli.main ...` with its own config home and connection variables."""
+
+    home: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 120,
+                 **extra_env: str) -> subprocess.CompletedProcess[str]:
+        env = {**self.env, **extra_env}
+        return subprocess.run([sys.executable, "-m", "app.cli.main", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+
+def make_cli(tmp_path: Path, **variables: str) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / "cfg"), "COLUMNS": "250",
+                "PYTHONUNBUFFERED": "1", **variables})
+    return Cli(home=home, env=env)
+
+
+@pytest.fixture
+def user_cli(live: Live, tmp_path: Path) -> tuple[Cli, httpx.Client]:
+    """A CLI connected (through the environment) as a fresh user, and that user's client."""
+    _, client = live.new_user()
+    token = str(client.headers["Authorization"]).split()[1]
+    return make_cli(tmp_path, TRAINYARD_URL=live.url, TRAINYARD_TOKEN=token), client
+
+
+def write_repo(root: Path, cfg_text: str) -> Path:
+    for rel, content in {**BOOT_FILES, "train/config.json": cfg_text}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(content)
+    (root / "code" / "__pycache__").mkdir()
+    (root / "code" / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"\0junk")
+    return root
+
+
+def push(cli: Cli, tmp_path: Path, cfg: dict[str, object] | None = None) -> str:
+    """Push the boot files (and train/config.json) as a new repository; returns OWNER/NAME."""
+    folder = write_repo(tmp_path / unique("src"), json.dumps(cfg or config("cli-run")))
+    name = unique("r")
+    r = cli("repos", "push", name, str(folder))
+    assert r.returncode == 0, r.stderr
+    match = re.search(r"created (\S+/" + name + ")", r.stdout)
+    assert match, r.stdout
+    return match.group(1)
+
+
+def training_id(stdout: str) -> int:
+    match = re.search(r"training (\d+) ", stdout)
+    assert match, stdout
+    return int(match.group(1))
+
+
+def test_login_writes_a_private_config_file_used_later(live: Live, tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    path = cli.home / "cfg" / "trainyard" / "config.toml"
+    bad = cli("login", "--url", live.url, "--token", "ty_wrong")
+    assert bad.returncode == 1 and not path.exists()
+    assert "invalid API token [401 unauthorized]" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+    port = free_port()
+    down = cli("login", "--url", f"127.0.0.1:{port}", "--token", ADMIN_TOKEN)
+    assert down.returncode == 1
+    assert f"cannot reach http://127.0.0.1:{port}/api/v1/me" in down.stderr, down.stderr
+
+    ok = cli("login", "--url", live.url + "/", "--token", ADMIN_TOKEN)
+    assert ok.returncode == 0, ok.stderr
+    assert "as admin" in ok.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    saved = tomllib.loads(path.read_text())["default"]
+    assert saved == {"url": live.url, "token": ADMIN_TOKEN}
+    no_xdg = cli("login", "--url", live.url, XDG_CONFIG_HOME="", TRAINYARD_TOKEN=ADMIN_TOKEN)
+    assert no_xdg.returncode == 0, no_xdg.stderr
+    assert (cli.home / ".config" / "trainyard" / "config.toml").is_file()
+
+    assert cli("repos", "list").returncode == 0
+    assert cli("list", "--token", "ty_wrong").returncode == 1  # a flag beats the file
+    env_bad = cli("repos", "list", TRAINYARD_TOKEN="ty_wrong")
+    assert env_bad.returncode == 1 and "check the token" in env_bad.stderr
+    # The saved token belongs to the saved server and is not sent to another one.
+    elsewhere = cli("list", "--url", f"http://127.0.0.1:{port}")
+    assert elsewhere.returncode == 1 and "no API token" in elsewhere.stderr
+
+
+def test_push_submit_follow_list_and_download(user_cli: tuple[Cli, httpx.Client],
+                                              tmp_path: Path) -> None:
+    cli, client = user_cli
+    repo = push(cli, tmp_path, config("cli-run", hypeparameters=[{"name": "epochs",
+                                                                   "value": "3"}]))
+    listed = cli("repos", "files", repo).stdout
+    assert "code/main.py" in listed and "train/config.json" in listed
+    assert "__pycache__" not in listed
+    assert json.loads(cli("repos", "cat", repo, "train/config.json").stdout)["job_name"] \
+        == "cli-run"
+
+    run = cli("submit", "--repo", repo, "train/config.json", "--follow")
+    assert run.returncode == 0, run.stderr
+    tid = training_id(run.stdout)
+    assert "Pending" in run.stdout and "epoch 1/3" in run.stdout and "finished" in run.stdout
+    assert "ended: Completed" in run.stderr
+
+    full_log = client.get(f"/api/v1/trainings/{tid}/log").text
+    printed = cli("logs", str(tid))
+    assert printed.returncode == 0 and printed.stdout == full_log
+    followed = cli("logs", str(tid), "-f")
+    assert followed.returncode == 0 and followed.stdout == full_log
+
+    rows = [line.split() for line in cli("list").stdout.splitlines()]
+    assert [str(tid), repo, "cli-run", "Completed"] in [row[:4] for row in rows]
+    assert str(tid) in cli("list", "--repo", repo).stdout
+    detail = cli("show", str(tid)).stdout
+    assert "Completed (exit code 0)" in detail and '"job_name": "cli-run"' in detail
+
+    table = cli("outputs", str(tid)).stdout
+    assert re.search(r"out/model\.ckpt\s+700 bytes\s+\S+ \S+\s+yes", table), table
+    dest = tmp_path / "downloaded"
+    got = cli("outputs", str(tid), "--download", str(dest))
+    assert got.returncode == 0, got.stderr
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert files == ["out/model.ckpt", "out/sub/notes.txt"]
+    assert (dest / "out/model.ckpt").read_bytes() == b"weights" * 100
+
+
+def test_local_config_file_errors_and_failed_exit_code(user_cli: tuple[Cli, httpx.Client],
+                                                       tmp_path: Path) -> None:
+    cli, _client = user_cli
+    repo = push(cli, tmp_path)
+    local = tmp_path / "local.jsonc"
+    bad = config("bad-outputs", outputs=[{"output_dir": "out/", "name": "o"}],
+                 hypeparameters=[{"name": "epochs", "value": "2"}, {"name": "epochs",
+                                                                    "value": "3"}])
+    local.write_text("// duplicate names\n" + json.dumps(bad))
+    r = cli("submit", "--repo", repo, "--file", str(local))
+    assert r.returncode == 1
+    assert re.search(r"^  hypeparameters\[1\]\.name: ", r.stderr, re.M), r.stderr
+    assert "[422 invalid]" in r.stderr and "Traceback" not in r.stderr
+
+    local.write_text('{"job_name": "x",, }')
+    syntax = cli("submit", "--repo", repo, "--file", str(local))
+    assert syntax.returncode == 1 and "local.jsonc is not valid JSON: line 1" in syntax.stderr
+
+    local.write_text("{\n  // fails on purpose\n" + json.dumps(
+        config("broken-run", boot_file="fail.py"))[1:])
+    failed = cli("submit", "--repo", repo, "--file", str(local), "-f")
+    assert failed.returncode == 1, failed.stderr
+    assert "Traceback: something broke" in failed.stdout
+    assert "ended: Failed" in failed.stderr
+    shown = cli("show", str(training_id(failed.stdout))).stdout
+    assert "Failed (exit code 3)" in shown and "something broke" in shown
+
+    missing = cli("submit", "--repo", repo, "nope/config.json")
+    assert missing.returncode == 1 and "nope/config.json" in missing.stderr
+    both = cli("submit", "--repo", repo, "train/config.json", "--file", str(local))
+    assert both.returncode == 1 and "either CONFIG_PATH" in both.stderr
+
+
+def test_terminate_and_delete_a_sleeping_training(live: Live,
+                                                  user_cli: tuple[Cli, httpx.Client],
+                                                  tmp_path: Path) -> None:
+    cli, client = user_cli
+    repo = push(cli, tmp_path, config("sleepy", boot_file="sleep.py"))
+    tid = training_id(cli("submit", "--repo", repo, "train/config.json").stdout)
+    live.wait_status(client, tid, {"Running"})
+    follower = subprocess.Popen([sys.executable, "-m", "app.cli.main", "logs", str(tid), "-f"],
+                                cwd=ROOT, env=cli.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    stopped = cli("terminate", str(tid))
+    assert stopped.returncode == 0, stopped.stderr
+    assert re.search(rf"training {tid}: (Terminating|Terminated)", stopped.stdout), stopped.stdout
+    out, errors = follower.communicate(timeout=60)
+    assert follower.returncode == 1 and "sleeping" in out and "ended: Terminated" in errors
+
+    refused = cli("delete", str(tid))
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert cli("delete", str(tid), "--yes").returncode == 0
+    gone = cli("show", str(tid))
+    assert gone.returncode == 1 and f"training {tid} not found [404 not_found]" in gone.stderr
+
+
+class CuttingProxy:
+    """A TCP proxy to the live server that cuts the first log stream after `cut_after` bytes."""
+
+    def __init__(self, upstream: str, cut_after: int) -> None:
+        self.upstream = httpx.URL(upstream)
+        self.cut_after = cut_after
+        self.cuts = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        up = socket.create_connection((self.upstream.host, self.upstream.port or 80))
+        cutting = threading.Event()  # set once this connection carries the first log stream
+
+        def requests() -> None:
+            try:
+                while data := conn.recv(65536):
+                    if b"/log/stream" in data and self.cuts == 0:
+                        self.cuts += 1
+                        cutting.set()
+                    up.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=requests, daemon=True).start()
+        sent = 0
+        try:
+            while data := up.recv(65536):
+                if cutting.is_set() and sent + len(data) >= self.cut_after:
+                    conn.sendall(data[:self.cut_after - sent])
+                    break
+                conn.sendall(data)
+                sent += len(data) if cutting.is_set() else 0
+        except OSError:
+            pass
+        finally:
+            for sock in (conn, up):  # shutdown, unlike close, also wakes the other thread
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_follow_resumes_where_a_dropped_stream_stopped(live: Live,
+                                                       user_cli: tuple[Cli, httpx.Client],
+                                                       tmp_path: Path) -> None:
+    cli, client = user_cli
+    repo = push(cli, tmp_path, config("ticking", boot_file="ticker.py", hypeparameters=[
+        {"name": "ticks", "value": "25"}, {"name": "every", "value": "0.08"}]))
+    proxy = CuttingProxy(live.url, cut_after=700)
+    try:
+        run = cli("submit", "--repo", repo, "train/config.json", "-f",
+                  "--url", proxy.url)
+    finally:
+        proxy.close()
+    assert run.returncode == 0, run.stderr
+    assert proxy.cuts == 1 and "reconnecting" in run.stderr
+    tid = training_id(run.stdout)
+    log = client.get(f"/api/v1/trainings/{tid}/log").text
+    assert run.stdout.split("\n", 1)[1] == log  # every line once, none lost or repeated
+    assert "tick 24 " in log
+
+
+def test_logs_are_paged_and_missing_things_are_readable(live: Live,
+                                                        user_cli: tuple[Cli, httpx.Client],
+                                                        tmp_path: Path) -> None:
+    cli, client = user_cli
+    boot = "import sys\nfor i in range(40000):\n    print(f'{i:08d} ' + 'x' * 70)\n"
+    repo = push(cli, tmp_path, config("chatty", boot_file="chatty.py"))
+    assert cli("repos", "put", repo, "code/chatty.py", str(
+        _write(tmp_path / "chatty.py", boot))).returncode == 0
+    tid = training_id(cli("submit", "--repo", repo, "train/config.json").stdout)
+    assert live.wait_status(client, tid, {"Completed", "Failed"})["status"] == "Completed"
+    printed = cli("logs", str(tid))
+    assert printed.returncode == 0 and len(printed.stdout) > 3 * 1024 * 1024
+    assert printed.stdout == client.get(f"/api/v1/trainings/{tid}/log",
+                                        params={"limit": 16 * 1024 * 1024}).text
+
+    nothing = cli("logs", "999999", "-f")
+    assert nothing.returncode == 1 and "training 999999 not found" in nothing.stderr
+    no_repo = cli("repos", "cat", "nobody/none", "x.py")
+    assert no_repo.returncode == 1 and "[404 not_found]" in no_repo.stderr
+    assert "OWNER/NAME" in cli("list", "--repo", "just-a-name").stderr
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _skip_without(live: Live, path: str) -> None:
+    if live.admin.get(path).status_code == 404:
+        pytest.skip(f"the server has no {path} endpoint yet")
+
+
+def test_datasets_upload_import_and_list(live: Live, user_cli: tuple[Cli, httpx.Client],
+                                         tmp_path: Path) -> None:
+    _skip_without(live, "/api/v1/datasets")
+    cli, _client = user_cli
+    folder = write_cifar_binary(tmp_path / "tiny", 30, 10)
+    name = unique("ds")
+    up = cli("datasets", "import", name, str(folder))
+    assert up.returncode == 0, up.stderr
+    assert re.search(rf"dataset \S+/{name} is ready", up.stdout), up.stdout
+    assert re.search(rf"/{name}\s+cifar10-binary\s+30 train / 10 test, 10 classes",
+                     cli("datasets", "list").stdout)
+    denied = cli("datasets", "import", unique("ds"), str(folder), "--on-server")
+    assert denied.returncode == 1 and "[403 forbidden]" in denied.stderr, denied.stderr
+
+    admin = make_cli(tmp_path / "admin", TRAINYARD_URL=live.url, TRAINYARD_TOKEN=ADMIN_TOKEN)
+    on_server = admin("datasets", "import", unique("srv"), str(folder), "--on-server")
+    assert on_server.returncode == 0, on_server.stderr
+    relative = admin("datasets", "import", unique("srv"), "tiny", "--on-server")
+    assert relative.returncode == 1 and re.search(r"^  path: ", relative.stderr, re.M)
+
+    archive = tmp_path / "web" / "tiny.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-bin")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(archive.parent))
+    web = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        link = f"http://127.0.0.1:{web.server_address[1]}/tiny.tar.gz"
+        fetched = admin("datasets", "import", unique("web"), link, "--from-url",
+                        "--sha256", digest)
+        assert fetched.returncode == 0, fetched.stderr
+        wrong = admin("datasets", "import", unique("web"), link, "--from-url",
+                      "--sha256", "0" * 64)
+        assert wrong.returncode == 1 and "checksum_mismatch" in wrong.stderr, wrong.stderr
+    finally:
+        web.shutdown()
+
+
+def test_models_upload_and_list(live: Live, user_cli: tuple[Cli, httpx.Client],
+                                tmp_path: Path) -> None:
+    _skip_without(live, "/api/v1/models")
+    cli, _client = user_cli
+    ckpt = _write(tmp_path / "resnet.ckpt", "weights" * 1000)
+    notes = _write(tmp_path / "notes.txt", "trained on tiny data")
+    name = unique("m")
+    r = cli("models", "upload", name, str(ckpt), str(notes), "--description", "tiny one")
+    assert r.returncode == 0, r.stderr
+    assert "use it in a config's inputs as: " in r.stdout
+    assert re.search(rf"/{name}\s+tiny one\s+2\s+7\.0 kB", cli("models", "list").stdout)
+    twice = cli("models", "upload", name, str(ckpt))
+    assert twice.returncode == 1 and "[409" in twice.stderr, twice.stderr
+    missing = cli("models", "upload", unique("m"), str(tmp_path / "nope.ckpt"))
+    assert missing.returncode == 1 and "nope.ckpt is not a file" in missing.stderr
