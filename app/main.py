@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -9,17 +11,26 @@ from sqlalchemy import text
 
 from app import __doc__ as description
 from app.auth.router import router as auth_router
+from app.datasets.router import router as datasets_router
 from app.db import get_engine
 from app.errors import install_error_handlers
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
+from app.web import install_web
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Child processes of the API (predictors, Aim UIs) start and stop with it."""
+    yield
+
+
 def create_app() -> FastAPI:
     """Build the application with every router."""
-    app = FastAPI(title="Trainyard", version="0.1.0", description=description or "")
+    app = FastAPI(title="Trainyard", version="0.1.0", description=description or "",
+                  lifespan=lifespan)
     install_error_handlers(app)
 
     @app.get("/api/v1/health", tags=["health"])
@@ -29,6 +40,7 @@ def create_app() -> FastAPI:
             conn.execute(text("SELECT 1"))
         return {"status": "ok"}
 
-    for router in (auth_router, repos_router, trainings_router):
+    for router in (auth_router, repos_router, trainings_router, datasets_router):
         app.include_router(router)
+    install_web(app)  # dashboard pages, /static, browser sessions
     return app
