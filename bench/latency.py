@@ -97,6 +97,26 @@ def started_after(client: httpx.Client, tid: int, sent: float) -> float:
     return datetime.fromisoformat(body["started_at"]).timestamp() - sent
 
 
+def spin_rate(client: httpx.Client, repo: str, name: str, viewers: int) -> float:
+    """Loop iterations per second of a CPU-bound boot file while `viewers` follow its log."""
+    r = submit(client, repo, config(name, boot_file="spin.py"))
+    r.raise_for_status()
+    tid = int(r.json()["id"])
+    threads = [threading.Thread(target=follow_sse, args=(client, tid, []), daemon=True)
+               for _ in range(viewers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    body = client.get(f"/api/v1/trainings/{tid}").json()
+    while body["status"] not in FINISHED:
+        time.sleep(0.2)
+        body = client.get(f"/api/v1/trainings/{tid}").json()
+    log = client.get(f"/api/v1/trainings/{tid}/log").text
+    client.delete(f"/api/v1/trainings/{tid}")
+    return float(log.split("RATE ", 1)[1].split()[0])
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="trainyard-bench-") as tmp:
         live = start_live(Path(tmp) / "data", workers=args.workers)
@@ -137,6 +157,15 @@ def measure(live: Live, args: argparse.Namespace) -> dict[str, Any]:
     for tid, _ in submitted:
         client.delete(f"/api/v1/trainings/{tid}")
 
+    print(f"viewers: a CPU-bound training with 0 and {args.viewers} SSE viewers")
+    rates = {}
+    for viewers in (0, args.viewers):
+        rates[viewers] = spin_rate(client, repos[0], f"spin-{viewers}", viewers)
+        print(f"  {viewers:>3} viewers: {rates[viewers]:,.0f} loop iterations/s in the training")
+    results["viewers_slowdown"] = rates[args.viewers] / rates[0]
+    print(f"  ratio with {args.viewers} viewers: {results['viewers_slowdown']:.3f}x "
+          "the unwatched rate")
+
     print("baseline: Xihe's detail page (poll every 5 s, download the whole log)")
     polled: list[float] = []
     tid, _sent, _thread = submit_to_running(live, client, repos[0], "xihe-poll", [],
@@ -162,6 +191,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--load", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--viewers", type=int, default=50)
     run(parser.parse_args())
 
 

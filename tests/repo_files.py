@@ -89,6 +89,17 @@ for i in range(a.ticks):
     print(f"tick {i} {time.time():.6f}", flush=True)
     time.sleep(a.every)
 """,
+    "code/spin.py": """
+import time
+start = time.perf_counter()
+n = 0
+while time.perf_counter() - start < 8:
+    for _ in range(10000):
+        n += 1
+    if n % 1000000 == 0:
+        print(f"spun {n}", flush=True)
+print(f"RATE {n / (time.perf_counter() - start):.0f}", flush=True)
+""",
     "code/family.py": """
 import os, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", '''
