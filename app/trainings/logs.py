@@ -26,6 +26,34 @@ def read_range(path: Path, *, offset: int, limit: int) -> tuple[bytes, int, int]
         return f.read(min(limit, size - start)), start, size
 
 
+class SharedStatus:
+    """A training's status read at most once per `ttl_s`, shared by every viewer of its log."""
+
+    def __init__(self, read: Callable[[int], str | None], *, ttl_s: float = STATUS_EVERY_S
+                 ) -> None:
+        self.read = read
+        self.ttl_s = ttl_s
+        self.cache: dict[int, tuple[float, str | None]] = {}
+        self.locks: dict[int, asyncio.Lock] = {}
+
+    async def get(self, training_id: int) -> str | None:
+        """The status (None once the training is deleted), from the cache when fresh."""
+        loop = asyncio.get_running_loop()
+        lock = self.locks.setdefault(training_id, asyncio.Lock())
+        async with lock:
+            cached = self.cache.get(training_id)
+            if cached is not None and loop.time() - cached[0] < self.ttl_s:
+                return cached[1]
+            status = await loop.run_in_executor(None, self.read, training_id)
+            self.cache[training_id] = (loop.time(), status)
+            if len(self.cache) > 1000:  # forget trainings nobody watched for a while
+                stale = [k for k, (t, _) in self.cache.items() if loop.time() - t > 60]
+                for key in stale:
+                    self.cache.pop(key, None)
+                    self.locks.pop(key, None)
+            return status
+
+
 class _Tail:
     """An open log file read forward from a byte offset, a chunk at a time."""
 

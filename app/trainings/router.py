@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from app import storage
@@ -20,7 +21,7 @@ from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
 from app.trainings import outputs, service
 from app.trainings.config import config_json_schema
-from app.trainings.logs import read_range, stream_events
+from app.trainings.logs import SharedStatus, read_range, stream_events
 from app.trainings.runtimes import list_flavors, list_runtimes
 from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
 from app.uploads import json_body
@@ -138,6 +139,14 @@ def get_log(training_id: int, db: SessionDep, user: CurrentUser,
         "X-Next-Offset": str(start + len(data)), "X-Training-Status": training.status})
 
 
+def _read_status(training_id: int) -> str | None:
+    with get_sessionmaker()() as db:
+        return db.scalar(select(Training.status).where(Training.id == training_id))
+
+
+_statuses = SharedStatus(_read_status)
+
+
 @router.get("/trainings/{training_id}/log/stream")
 async def stream_log(training_id: int, request: Request, user: CurrentUser,
                      offset: int = Query(0, ge=0)) -> EventSourceResponse:
@@ -148,17 +157,12 @@ async def stream_log(training_id: int, request: Request, user: CurrentUser,
         with sessions() as db:
             service.get_training(db, training_id, user=user)
 
-    def read_status() -> str | None:
-        with sessions() as db:
-            training = db.get(Training, training_id)
-            return None if training is None else training.status
-
     await run_in_threadpool(check_access)
     last_id = request.headers.get("last-event-id", "")
     start = int(last_id) if last_id.isdigit() else offset
 
     async def get_status() -> str | None:
-        return await run_in_threadpool(read_status)
+        return await _statuses.get(training_id)
 
     return EventSourceResponse(
         stream_events(storage.training_log(training_id), offset=start, get_status=get_status),
