@@ -14,6 +14,9 @@ from app.auth.router import router as auth_router
 from app.datasets.router import router as datasets_router
 from app.db import get_engine
 from app.errors import install_error_handlers
+from app.evaluations.manager import evaluations_lifespan
+from app.evaluations.proxy import router as aim_proxy_router
+from app.evaluations.router import router as evaluations_router
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
 from app.web import install_web
@@ -24,7 +27,8 @@ FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Child processes of the API (predictors, Aim UIs) start and stop with it."""
-    yield
+    async with evaluations_lifespan(app):
+        yield
 
 
 def create_app() -> FastAPI:
@@ -40,7 +44,8 @@ def create_app() -> FastAPI:
             conn.execute(text("SELECT 1"))
         return {"status": "ok"}
 
-    for router in (auth_router, repos_router, trainings_router, datasets_router):
+    for router in (auth_router, repos_router, trainings_router, datasets_router,
+                   evaluations_router, aim_proxy_router):
         app.include_router(router)
     install_web(app)  # dashboard pages, /static, browser sessions
     return app

@@ -1,10 +1,10 @@
-"""Evaluations: an Aim UI opened over a finished training's metrics."""
+"""Evaluations: an Aim UI opened over a finished training's metrics, or over a repository's."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -12,12 +12,19 @@ from app.models.base import UTCDateTime, utcnow
 
 
 class Evaluation(Base):
+    """One Aim UI: of a training (custom or standard) or comparing a repository's trainings."""
+
     __tablename__ = "evaluations"
+    __table_args__ = (
+        CheckConstraint("(training_id IS NULL) <> (repo_id IS NULL)", name="one_subject"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    training_id: Mapped[int] = mapped_column(ForeignKey("trainings.id", ondelete="CASCADE"),
-                                             unique=True)
-    type: Mapped[str] = mapped_column(String(20))  # custom | standard
+    training_id: Mapped[int | None] = mapped_column(
+        ForeignKey("trainings.id", ondelete="CASCADE"), unique=True, nullable=True)
+    repo_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), unique=True, nullable=True)
+    type: Mapped[str] = mapped_column(String(20))  # custom | standard | compare
     aim_path: Mapped[str | None] = mapped_column(String(300), nullable=True)
     status: Mapped[str] = mapped_column(String(20), default="starting")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

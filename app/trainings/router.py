@@ -16,6 +16,7 @@ from app import storage
 from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.db import SessionDep, get_sessionmaker
+from app.evaluations.manager import stop_training_evaluation
 from app.models import Training, TrainingStatus
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
@@ -120,6 +121,7 @@ async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -
                                     error="the worker did not confirm termination")
     else:
         require_write(training.repo, user)
+    await stop_training_evaluation(training.id)
     await run_in_threadpool(service.delete_training, db, training)
     await run_in_threadpool(db.commit)
     return Response(status_code=204)

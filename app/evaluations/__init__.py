@@ -1,0 +1,1 @@
+"""Evaluation: Aim's UI over a training's metrics, served through Trainyard."""
