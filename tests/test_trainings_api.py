@@ -253,3 +253,19 @@ def test_pending_training_terminates_at_once(live: Live, tmp_path: Path) -> None
     assert r.status_code == 202
     done = live.wait_status(client, first, FINISHED, timeout=15)
     assert done["status"] == "Terminated"
+
+
+def test_delete_repo_only_when_its_trainings_are_finished(live: Live) -> None:
+    user, client = live.new_user()
+    repo = create_repo(client)
+    tid = submit(client, repo, config("blocking", boot_file="sleep.py")).json()["id"]
+    live.wait_status(client, tid, {"Running"})
+    r = client.delete(f"/api/v1/repos/{repo}")
+    assert r.status_code == 409 and r.json()["error"] == "training_running"
+    client.post(f"/api/v1/trainings/{tid}/terminate")
+    live.wait_status(client, tid, FINISHED, timeout=15)
+    assert client.delete(f"/api/v1/repos/{repo}").status_code == 204
+    assert client.get(f"/api/v1/repos/{repo}").status_code == 404
+    assert client.get(f"/api/v1/trainings/{tid}").status_code == 404
+    assert not (live.data_dir / "trainings" / str(tid)).exists()
+    assert not (live.data_dir / "repos" / repo).exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,8 +29,8 @@ from app.errors import AppError, NotFound
 from app.evaluations import service
 from app.evaluations.aim_process import AimProcesses
 from app.evaluations.schemas import EvaluationPublic
-from app.evaluations.sources import Subject, training_subject
-from app.models import Evaluation
+from app.evaluations.sources import Subject, repo_subject, training_subject
+from app.models import Evaluation, Repository
 from app.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -311,6 +312,14 @@ async def evaluations_lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await manager.shutdown()
+
+
+async def stop_repo_evaluation(repo: Repository) -> None:
+    """Stop a repository's comparison and drop its files (called before the repo is deleted)."""
+    subject = repo_subject(repo)
+    with contextlib.suppress(NotFound):
+        await get_manager().stop_subject(subject)
+    shutil.rmtree(subject.workdir, ignore_errors=True)
 
 
 async def stop_training_evaluation(training_id: int) -> None:

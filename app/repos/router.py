@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
@@ -12,6 +13,7 @@ from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.db import SessionDep
 from app.errors import Invalid, TooLarge
+from app.evaluations.manager import stop_repo_evaluation, stop_training_evaluation
 from app.repos import service
 from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic
 from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
@@ -72,12 +74,16 @@ def get_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) -> RepoPu
 
 
 @router.delete("/{owner}/{name}", status_code=204)
-def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
+async def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a repository, its files and its finished trainings."""
-    repo = service.get_repo(db, owner=owner, name=name, user=user)
+    repo = await run_in_threadpool(service.get_repo, db, owner=owner, name=name, user=user)
     service.require_write(repo, user)
-    service.delete_repo(db, repo)
-    db.commit()
+    await run_in_threadpool(service.check_deletable, db, repo)
+    for training_id in await run_in_threadpool(service.training_ids, db, repo):
+        await stop_training_evaluation(training_id)
+    await stop_repo_evaluation(repo)
+    await run_in_threadpool(service.delete_repo, db, repo)
+    await run_in_threadpool(db.commit)
     return Response(status_code=204)
 
 

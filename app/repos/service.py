@@ -144,15 +144,25 @@ def write_file(db: Session, repo: Repository, raw: str, content: bytes) -> PureP
     return PurePosixPath(path.relative_to(storage.repo_dir(repo.owner.username, repo.name)))
 
 
-def delete_repo(db: Session, repo: Repository) -> None:
-    """Delete a repository that has no unfinished training."""
+def check_deletable(db: Session, repo: Repository) -> None:
+    """Refuse to delete a repository while one of its trainings is unfinished."""
     busy = db.scalar(select(Training.id).where(Training.repo_id == repo.id,
                                                Training.status.in_(UNFINISHED)))
     if busy is not None:
         raise Conflict(f"training {busy} of {repo.full_name} is not finished; terminate it "
                        "first", code="training_running")
+
+
+def training_ids(db: Session, repo: Repository) -> list[int]:
+    """Ids of the repository's trainings."""
+    return list(db.scalars(select(Training.id).where(Training.repo_id == repo.id)))
+
+
+def delete_repo(db: Session, repo: Repository) -> None:
+    """Delete a repository that has no unfinished training."""
+    check_deletable(db, repo)
     root = storage.repo_dir(repo.owner.username, repo.name)
-    ids = list(db.scalars(select(Training.id).where(Training.repo_id == repo.id)))
+    ids = training_ids(db, repo)
     db.delete(repo)
     db.flush()
     for tid in ids:
