@@ -24,7 +24,6 @@ run: install
 
 lint: install
 	$(BIN)/ruff check app worker tests bench
-	$(BIN)/ruff format --check app worker || true
 
 typecheck: install
 	$(BIN)/mypy

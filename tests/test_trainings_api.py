@@ -256,7 +256,7 @@ def test_pending_training_terminates_at_once(live: Live, tmp_path: Path) -> None
 
 
 def test_delete_repo_only_when_its_trainings_are_finished(live: Live) -> None:
-    user, client = live.new_user()
+    _user, client = live.new_user()
     repo = create_repo(client)
     tid = submit(client, repo, config("blocking", boot_file="sleep.py")).json()["id"]
     live.wait_status(client, tid, {"Running"})
