@@ -17,6 +17,8 @@ from app.errors import install_error_handlers
 from app.evaluations.manager import evaluations_lifespan
 from app.evaluations.proxy import router as aim_proxy_router
 from app.evaluations.router import router as evaluations_router
+from app.inference.router import router as inference_router
+from app.inference.service import predictors_lifespan
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
 from app.web import install_web
@@ -27,7 +29,7 @@ FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Child processes of the API (predictors, Aim UIs) start and stop with it."""
-    async with evaluations_lifespan(app):
+    async with predictors_lifespan(app), evaluations_lifespan(app):
         yield
 
 
@@ -44,7 +46,7 @@ def create_app() -> FastAPI:
             conn.execute(text("SELECT 1"))
         return {"status": "ok"}
 
-    for router in (auth_router, repos_router, trainings_router, datasets_router,
+    for router in (auth_router, repos_router, trainings_router, datasets_router, inference_router,
                    evaluations_router, aim_proxy_router):
         app.include_router(router)
     install_web(app)  # dashboard pages, /static, browser sessions

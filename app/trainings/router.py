@@ -17,6 +17,7 @@ from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.db import SessionDep, get_sessionmaker
 from app.evaluations.manager import stop_training_evaluation
+from app.inference.service import get_manager as get_predictors
 from app.models import Training, TrainingStatus
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
@@ -122,6 +123,7 @@ async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -
     else:
         require_write(training.repo, user)
     await stop_training_evaluation(training.id)
+    await get_predictors().stop_training(training.id)
     await run_in_threadpool(service.delete_training, db, training)
     await run_in_threadpool(db.commit)
     return Response(status_code=204)

@@ -1,0 +1,1 @@
+"""Inference: predict images with a finished training's model; publish checkpoints."""

@@ -1,0 +1,337 @@
+"""Predictor processes: started on demand, kept warm, stopped when idle or over the cap.
+
+One predictor serves one (training, checkpoint) pair. It runs `predictor.py` with the
+runtime's interpreter under the worker's reaper shim (`worker/reaper.py`), so nothing it
+starts outlives it and it dies with the API process (the shim asks for SIGHUP when its parent
+goes; it is started from the event loop's thread, which lives as long as the process). The API
+talks to it over HTTP on a unix socket in a private temporary folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.errors import AppError
+from worker import envs
+from worker.runner import REAPER, build_env, kill_process_tree, tail_lines
+
+log = logging.getLogger(__name__)
+
+PREDICTOR_SCRIPT = Path(__file__).with_name("predictor.py")
+START_TIMEOUT_S = 300.0
+REQUEST_TIMEOUT_S = 120.0
+STOP_GRACE_S = 3.0
+LOG_TAIL_LINES = 25
+
+
+class PredictorFailed(AppError):
+    """The training's inference code could not load or answer (its log tail says why)."""
+
+    status = 502
+    code = "predictor_failed"
+
+
+class PredictorsBusy(AppError):
+    status = 503
+    code = "predictors_busy"
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """How to start the predictor of one training and checkpoint."""
+
+    training_id: int
+    app_path: Path
+    checkpoint: Path
+    base_python: str
+    home: Path
+    log_path: Path
+    envs_cache: Path
+    is_mindspore: bool = True
+    max_batch: int = 8
+    gather_ms: float = 25.0
+
+    @property
+    def requirements(self) -> Path:
+        """The `pip-requirements.txt` beside `app.py` (used when present)."""
+        return self.app_path.with_name(envs.REQUIREMENTS_FILE)
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """What identifies a predictor: the training and the checkpoint file."""
+        return (self.training_id, str(self.checkpoint))
+
+
+@dataclass
+class Predictor:
+    """A started predictor process and the client that talks to it."""
+
+    spec: PredictorSpec
+    proc: subprocess.Popen[bytes]
+    folder: Path
+    client: httpx.AsyncClient
+    started_at: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def socket(self) -> Path:
+        """The unix socket it listens on."""
+        return self.folder / "predictor.sock"
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.proc.poll() is None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a predictor answered for one image, plus whether this call had to start it."""
+
+    scores: dict[str, float]
+    batch_size: int
+    forward_ms: float
+    queue_ms: float
+    cold_start_s: float | None
+
+
+def resolve_python(spec: PredictorSpec) -> str:
+    """The interpreter for the predictor: the runtime's, or an env with app.py's requirements."""
+    return envs.python_for_requirements(spec.requirements, base_python=spec.base_python,
+                                        cache_dir=spec.envs_cache, log_path=spec.log_path)
+
+
+def log_tail(spec: PredictorSpec) -> str:
+    """The last lines the predictor printed."""
+    return tail_lines(spec.log_path, LOG_TAIL_LINES)
+
+
+class PredictorManager:
+    """Starts, reuses and stops predictor processes (one manager per API process)."""
+
+    def __init__(self, *, max_predictors: int, idle_s: float) -> None:
+        self.max_predictors = max(1, max_predictors)
+        self.idle_s = idle_s
+        self.predictors: dict[tuple[int, str], Predictor] = {}
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._warming: dict[tuple[int, str], asyncio.Task[None]] = {}
+
+    async def predict(self, spec: PredictorSpec, *, width: int, height: int,
+                      rgb: bytes) -> Prediction:
+        """Run one image through the spec's predictor, starting it when needed."""
+        cold_start: float | None = None
+        predictor = self.predictors.get(spec.key)
+        if predictor is None or not predictor.alive() or not predictor.info:
+            began = time.perf_counter()
+            predictor = await self.ensure_started(spec)
+            cold_start = round(time.perf_counter() - began, 3)
+        predictor.in_flight += 1
+        try:
+            response = await predictor.client.post(
+                "/predict", content=rgb, headers={"X-Width": str(width), "X-Height": str(height),
+                                                  "Content-Type": "application/octet-stream"})
+        except httpx.TransportError as exc:
+            await self._forget(predictor)
+            raise PredictorFailed(f"the predictor of training {spec.training_id} stopped while "
+                                  f"predicting ({exc!r}); its log ends with:\n"
+                                  f"{log_tail(spec)}") from exc
+        finally:
+            predictor.in_flight -= 1
+            predictor.last_used = time.monotonic()
+        body = response.json()
+        if response.status_code != 200:
+            raise PredictorFailed(f"inference/app.py of training {spec.training_id} failed on "
+                                  f"this image:\n{body.get('error', response.text)}",
+                                  code="prediction_failed")
+        return Prediction(scores=body["scores"], batch_size=body["batch_size"],
+                          forward_ms=body["forward_ms"], queue_ms=body["queue_ms"],
+                          cold_start_s=cold_start)
+
+    def warm_up(self, spec: PredictorSpec) -> str:
+        """Start the predictor in the background unless it runs: `ready` or `starting`."""
+        current = self.predictors.get(spec.key)
+        if current is not None and current.alive() and current.info:
+            current.last_used = time.monotonic()
+            return "ready"
+        if spec.key not in self._warming:
+            task = asyncio.get_running_loop().create_task(self._warm(spec))
+            self._warming[spec.key] = task
+            task.add_done_callback(lambda _t: self._warming.pop(spec.key, None))
+        return "starting"
+
+    async def _warm(self, spec: PredictorSpec) -> None:
+        try:
+            await self.ensure_started(spec)
+        except AppError as exc:  # the next prediction retries and reports it
+            log.warning("warming up the predictor of training %s failed: %s",
+                        spec.training_id, exc.detail)
+
+    async def ensure_started(self, spec: PredictorSpec) -> Predictor:
+        """The running predictor for `spec`, started (and waited for) if there is none."""
+        lock = self._locks.setdefault(spec.key, asyncio.Lock())
+        async with lock:
+            current = self.predictors.get(spec.key)
+            if current is not None and current.alive():
+                return current
+            if current is not None:
+                await self._forget(current)
+            await self._make_room()
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            spec.log_path.write_bytes(b"")
+            try:
+                python = await asyncio.to_thread(resolve_python, spec)
+            except envs.RequirementsError as exc:
+                raise PredictorFailed(f"inference/{envs.REQUIREMENTS_FILE} of training "
+                                      f"{spec.training_id}: {exc}") from exc
+            env = build_env({}, home=spec.home, runtime_is_mindspore=spec.is_mindspore,
+                            python=python)
+            predictor = self._spawn(spec, python, env)
+            self.predictors[spec.key] = predictor
+            try:
+                predictor.info = await self._wait_ready(predictor)
+            except BaseException:
+                await self._forget(predictor)
+                raise
+            self._ensure_reaper()
+            return predictor
+
+    def _spawn(self, spec: PredictorSpec, python: str, env: dict[str, str]) -> Predictor:
+        folder = Path(tempfile.mkdtemp(prefix="trainyard-predictor-"))
+        socket = folder / "predictor.sock"
+        argv = [python, str(PREDICTOR_SCRIPT), "--app", str(spec.app_path),
+                "--checkpoint", str(spec.checkpoint), "--socket", str(socket),
+                "--max-batch", str(spec.max_batch), "--gather-ms", str(spec.gather_ms)]
+        shim = [sys.executable, "-I", "-S", str(REAPER), str(os.getpid()), str(STOP_GRACE_S),
+                "--"]
+        for name in ("HOME", "TMPDIR"):
+            Path(env[name]).mkdir(parents=True, exist_ok=True)
+        with open(spec.log_path, "ab") as out:
+            # Called on the event loop's thread: the shim's parent-death signal follows it.
+            proc = subprocess.Popen([*shim, *argv], cwd=spec.app_path.parent, env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        transport = httpx.AsyncHTTPTransport(uds=str(socket))
+        client = httpx.AsyncClient(transport=transport, base_url="http://predictor",
+                                   timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0))
+        log.info("started predictor pid %s for training %s (%s)", proc.pid, spec.training_id,
+                 spec.checkpoint.name)
+        return Predictor(spec=spec, proc=proc, folder=folder, client=client)
+
+    async def _wait_ready(self, predictor: Predictor) -> dict[str, Any]:
+        spec = predictor.spec
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not predictor.alive():
+                raise PredictorFailed(
+                    f"inference/app.py of training {spec.training_id} did not start (exit "
+                    f"code {predictor.proc.returncode}); its log ends with:\n{log_tail(spec)}")
+            if predictor.socket.exists():
+                response = await predictor.client.get("/health")
+                info: dict[str, Any] = response.json()
+                return info
+            await asyncio.sleep(0.05)
+        raise PredictorFailed(f"inference/app.py of training {spec.training_id} was not ready "
+                              f"after {START_TIMEOUT_S:g} s; its log ends with:\n"
+                              f"{log_tail(spec)}")
+
+    async def _make_room(self) -> None:
+        live = [p for p in self.predictors.values() if p.alive()]
+        for dead in [p for p in self.predictors.values() if not p.alive()]:
+            await self._forget(dead)
+        if len(live) < self.max_predictors:
+            return
+        idle = sorted((p for p in live if p.in_flight == 0), key=lambda p: p.last_used)
+        if not idle:
+            raise PredictorsBusy(f"all {self.max_predictors} predictors are answering requests; "
+                                 "try again in a moment")
+        await self._forget(idle[0])
+
+    async def _forget(self, predictor: Predictor) -> None:
+        """Stop a predictor (if running) and drop it."""
+        if self.predictors.get(predictor.spec.key) is predictor:
+            del self.predictors[predictor.spec.key]
+        await asyncio.to_thread(_stop_process, predictor.proc)
+        await predictor.client.aclose()
+        shutil.rmtree(predictor.folder, ignore_errors=True)
+        log.info("stopped predictor of training %s", predictor.spec.training_id)
+
+    async def stop_training(self, training_id: int) -> int:
+        """Stop every predictor of a training; how many were running."""
+        mine = [p for p in self.predictors.values() if p.spec.training_id == training_id]
+        for predictor in mine:
+            await self._forget(predictor)
+        return len(mine)
+
+    async def stop_idle(self, *, now: float | None = None) -> int:
+        """Stop predictors idle for `idle_s`, dead ones and those of deleted trainings."""
+        moment = time.monotonic() if now is None else now
+        stale = [p for p in self.predictors.values()
+                 if not p.alive() or (p.in_flight == 0 and (moment - p.last_used >= self.idle_s
+                                                            or not p.spec.checkpoint.exists()))]
+        for predictor in stale:
+            await self._forget(predictor)
+        return len(stale)
+
+    async def shutdown(self) -> None:
+        """Stop every predictor (the API is going away)."""
+        for task in list(self._warming.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for predictor in list(self.predictors.values()):
+            await self._forget(predictor)
+
+    def running(self, training_id: int) -> list[Predictor]:
+        """The live predictors of a training."""
+        return [p for p in self.predictors.values()
+                if p.spec.training_id == training_id and p.alive()]
+
+    async def health(self, predictor: Predictor) -> dict[str, Any]:
+        """What a ready predictor says about itself now (its start-time answer if it is busy)."""
+        if not predictor.info or not predictor.alive():
+            return predictor.info
+        try:
+            response = await predictor.client.get("/health", timeout=1.0)
+            info: dict[str, Any] = response.json()
+            return info
+        except (httpx.HTTPError, ValueError):
+            return predictor.info
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        period = min(max(self.idle_s / 4, 0.5), 60.0)
+        while self.predictors:
+            await asyncio.sleep(period)
+            try:
+                await self.stop_idle()
+            except Exception:  # keep sweeping: one failed stop must not leave the rest running
+                log.exception("stopping idle predictors failed")
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        kill_process_tree(proc.pid, STOP_GRACE_S)
+    proc.wait()
