@@ -22,8 +22,10 @@ import httpx
 import pytest
 
 from tests.cifar_data import write_cifar_binary
+from tests.inference_apps import CLASSES, completed_training, fake_repo, image_bytes
 from tests.live import ADMIN_TOKEN, ROOT, Live, free_port, unique
-from tests.repo_files import BOOT_FILES, config
+from tests.loss_monitor import LOSS_MONITOR_TRAIN
+from tests.repo_files import BOOT_FILES, config, create_repo, submit
 
 
 @dataclass
@@ -373,3 +375,85 @@ def test_models_upload_and_list(live: Live, user_cli: tuple[Cli, httpx.Client],
     assert twice.returncode == 1 and "[409" in twice.stderr, twice.stderr
     missing = cli("models", "upload", unique("m"), str(tmp_path / "nope.ckpt"))
     assert missing.returncode == 1 and "nope.ckpt is not a file" in missing.stderr
+
+
+def test_evaluate_standard_waits_and_prints_a_report_url(live: Live,
+                                                          user_cli: tuple[Cli, httpx.Client]
+                                                          ) -> None:
+    cli, client = user_cli
+    repo = create_repo(client, {"README.md": "x", "code/losses.py": LOSS_MONITOR_TRAIN})
+    tid = submit(client, repo, config("loss-run", boot_file="losses.py")).json()["id"]
+    live.wait_status(client, tid, {"Completed"}, timeout=60)
+    both = cli("evaluate", str(tid), "--standard", "--aim-path", "./db/")
+    assert both.returncode == 1 and "exclude each other" in both.stderr
+    missing = cli("evaluate", str(tid), "--aim-path", "./db/")
+    assert missing.returncode == 1 and "aim_repo_not_found" in missing.stderr, missing.stderr
+
+    r = cli("evaluate", str(tid), "--standard", "--wait")
+    assert r.returncode == 0, r.stderr
+    assert f"evaluation of training {tid} (standard): running" in r.stdout
+    match = re.search(r"^report: (\S+)$", r.stdout, re.MULTILINE)
+    assert match, r.stdout
+    report = match[1]
+    assert report.startswith(f"{live.url}/trainings/{tid}/aim/"), report
+    assert client.get(report).status_code == 200
+    assert httpx.get(report).status_code == 401
+    again = cli("evaluate", str(tid), "--json")  # standard by default; reuses the report
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["report_url"] == report
+
+
+@pytest.fixture(scope="module")
+def fake_model(live: Live) -> tuple[str, int]:
+    """A user's token and a Completed training whose inference app is a fake model."""
+    _, client = live.new_user()
+    token = str(client.headers["Authorization"]).split()[1]
+    return token, completed_training(live, client, fake_repo(client))
+
+
+def test_predict_prints_every_class_per_image(live: Live, fake_model: tuple[str, int],
+                                              tmp_path: Path) -> None:
+    token, tid = fake_model
+    cli = make_cli(tmp_path, TRAINYARD_URL=live.url, TRAINYARD_TOKEN=token)
+    blue = tmp_path / "blue.jpg"
+    blue.write_bytes(image_bytes())
+    yellow = tmp_path / "yellow.png"
+    yellow.write_bytes(image_bytes((250, 250, 20), fmt="PNG"))
+    r = cli("predict", str(tid), str(blue), str(yellow))
+    assert r.returncode == 0, r.stderr
+    blocks = r.stdout.split(str(yellow))
+    assert str(blue) in blocks[0] and "checkpoint out/best.ckpt" in blocks[0]
+    for block in blocks:
+        rows = re.findall(r"^\s*(\d+)\s+(\w+)\s+(\d+\.\d\d)%", block, re.MULTILINE)
+        assert [int(n) for n, _, _ in rows] == list(range(1, 11)), block
+        assert sorted(label for _, label, _ in rows) == sorted(CLASSES)
+        percents = [float(p) for _, _, p in rows]
+        assert percents == sorted(percents, reverse=True)
+        assert abs(sum(percents) - 100) < 0.1
+
+    raw = cli("predict", str(tid), str(blue), "--json", "--checkpoint", "resnet-1_10.ckpt")
+    assert raw.returncode == 0, raw.stderr
+    [answer] = json.loads(raw.stdout)
+    assert answer["file"] == str(blue) and len(answer["predictions"]) == 10
+    assert answer["checkpoint"]["path"] == "out/ckpt/resnet-1_10.ckpt"
+    top = cli("predict", str(tid), str(blue), "--top", "3")
+    assert len(re.findall(r"\d+\.\d\d%", top.stdout)) == 3
+    unknown = cli("predict", str(tid), str(blue), "--checkpoint", "nope.ckpt")
+    assert unknown.returncode == 1 and "[422" in unknown.stderr, unknown.stderr
+    absent = cli("predict", str(tid), str(tmp_path / "none.jpg"))
+    assert absent.returncode == 1 and "none.jpg is not a file" in absent.stderr
+
+
+def test_publish_makes_a_model_listed_by_models_list(live: Live, fake_model: tuple[str, int],
+                                                     tmp_path: Path) -> None:
+    token, tid = fake_model
+    cli = make_cli(tmp_path, TRAINYARD_URL=live.url, TRAINYARD_TOKEN=token)
+    name = unique("pub-")
+    r = cli("publish", str(tid), name, "--checkpoint", "resnet-2_10.ckpt",
+            "--description", "epoch two")
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"as model \S+/{name} \(10 bytes\)", r.stdout), r.stdout
+    assert re.search(rf"inputs as: models/\S+/{name}/best\.ckpt", r.stdout), r.stdout
+    assert re.search(rf"/{name}\s+epoch two\s+1\s+10 bytes", cli("models", "list").stdout)
+    twice = cli("publish", str(tid), name)
+    assert twice.returncode == 1 and "duplicate_model" in twice.stderr, twice.stderr

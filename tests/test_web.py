@@ -16,6 +16,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from tests.browser import LAPTOP, PHONE, ConsoleWatch, chromium_missing, launch, screenshot
 from tests.live import ROOT, Live, unique
+from tests.loss_monitor import LOSS_MONITOR_TRAIN
 from tests.repo_files import BOOT_FILES, create_repo, submit, tar_gz
 from tests.repo_files import config as tiny_config
 
@@ -560,3 +561,43 @@ def test_repositories_page_at_laptop_and_phone_width(visitor: Visitor, shots: Pa
     assert_fits(phone)
     phone.context.close()
     assert v.api.post(f"/api/v1/trainings/{sleeper}/terminate").status_code == 202
+
+
+@pytest.mark.browser
+@in_chromium
+def test_compare_the_finished_trainings_of_a_repository(visitor: Visitor, shots: Path) -> None:
+    v = visitor
+    repo = create_repo(v.api, {"README.md": "compare", "code/losses.py": LOSS_MONITOR_TRAIN})
+    page = v.go(f"/repos/{repo}")
+    button = page.get_by_role("button", name="Compare trainings")
+    expect(button).to_be_disabled()
+    for i, lr in enumerate(("0.001", "0.01")):
+        cfg = tiny_config(f"lr-run-{i}", boot_file="losses.py",
+                          hypeparameters=[{"name": "lr", "value": lr}])
+        tid = submit(v.api, repo, cfg).json()["id"]
+        v.live.wait_status(v.api, tid, {"Completed"}, timeout=60)
+    expect(button).to_be_enabled()  # the list poll saw the trainings finish
+
+    button.click()
+    expect(page.get_by_role("button", name="Comparing…")).to_be_disabled()
+    view = page.get_by_role("link", name="View comparison")
+    expect(view).to_be_visible(timeout=90_000)
+    expect(view).to_have_attribute("target", "_blank")
+    expect(page.locator("#compare-error")).to_be_hidden()
+    href = view.get_attribute("href")
+    assert href and href.startswith(f"/repos/{repo}/aim/"), href
+    screenshot(page, shots, "repo-compare-laptop", full_page=False)
+    report = v.context.request.get(v.live.url + href)
+    assert report.status == 200, report.text()[:500]
+    assert httpx.get(v.live.url + href).status_code == 401  # not without the session
+
+    # Trainings that printed no metrics: the 409 is shown and the button is usable again.
+    quiet = create_repo(v.api, BOOT_FILES)
+    tid = submit(v.api, quiet, tiny_config("quiet-run", hypeparameters=[])).json()["id"]
+    v.live.wait_status(v.api, tid, {"Completed"}, timeout=60)
+    v.watch.allow(409, "/evaluation")
+    page = v.go(f"/repos/{quiet}")
+    page.get_by_role("button", name="Compare trainings").click()
+    expect(page.locator("#compare-error")).to_contain_text("has no finished training with metrics")
+    expect(page.get_by_role("button", name="Compare trainings")).to_be_enabled()
+    expect(page.get_by_role("link", name="View comparison")).to_be_hidden()

@@ -1,4 +1,5 @@
-"""Client commands over the REST API (submit, list, logs, terminate, outputs, datasets)."""
+"""Client commands over the REST API (submit, list, logs, terminate, outputs, datasets,
+evaluate, predict, publish)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 import typer
 
 from app.cli.client_api import Api, Connection, die, normalize_url, out, write_config
+from app.cli.client_ml import register_ml
 from app.cli.client_registry import datasets, models
 from app.cli.client_repos import repos
 from app.cli.client_trainings import register_trainings
@@ -35,6 +37,7 @@ def register(app: typer.Typer) -> None:
     """Add the client commands to the `trainyard` command."""
     app.command(rich_help_panel="Client")(login)
     register_trainings(app, panel="Client")
+    register_ml(app, panel="Client")
     app.add_typer(repos, name="repos", rich_help_panel="Client")
     app.add_typer(datasets, name="datasets", rich_help_panel="Client")
     app.add_typer(models, name="models", rich_help_panel="Client")

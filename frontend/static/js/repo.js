@@ -1,8 +1,10 @@
 // Repository page: the training list follows the REST list (polled every 2 s while the
-// page is visible), the Create button follows the repository's rules, files open inline.
+// page is visible), the Create button follows the repository's rules, "Compare trainings"
+// starts the repository's Aim comparison and follows it, files open inline.
 import { api, isFinished, setBadge, showDuration, timeElement } from "./common.js";
 
 const POLL_MS = 2000;
+const COMPARE_POLL_MS = 1000;
 const PREVIEW_LIMIT = 512 * 1024;
 
 const page = document.getElementById("repo-page");
@@ -52,6 +54,7 @@ function renderList(trainings) {
   empty.hidden = trainings.length !== 0;
   count.textContent = `${trainings.length} of ${limit} instances`;
   renderRule(trainings);
+  renderCompare(trainings.filter((t) => isFinished(t.status)).length);
 }
 
 function renderRule(trainings) {
@@ -83,6 +86,70 @@ function renderRule(trainings) {
   anchor.hidden = !link;
   if (link) anchor.href = link;
 }
+
+// ---- compare ---------------------------------------------------------------------------
+const compareButton = document.getElementById("compare-trainings");
+const compareView = document.getElementById("compare-view");
+const compareError = document.getElementById("compare-error");
+let comparing = false;
+let finishedCount = 0;
+let comparedCount = null;
+
+function renderCompare(finished) {
+  finishedCount = finished;
+  // A report covers the trainings finished when it was built: offer a new one after more end.
+  if (comparedCount !== null && finished !== comparedCount) {
+    comparedCount = null;
+    compareView.hidden = true;
+    compareButton.hidden = false;
+  }
+  if (!comparing) compareButton.disabled = finished === 0;
+}
+
+function showCompareError(message) {
+  compareError.querySelector("p").textContent = message;
+  compareError.hidden = !message;
+}
+
+function setComparing(busy) {
+  comparing = busy;
+  compareButton.disabled = busy || finishedCount === 0;
+  compareButton.setAttribute("aria-busy", busy ? "true" : "false");
+  compareButton.querySelector("span").textContent = busy ? "Comparing…" : "Compare trainings";
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+async function compare() {
+  const url = compareButton.dataset.api;
+  showCompareError("");
+  setComparing(true);
+  const counted = finishedCount;
+  try {
+    let evaluation = await (await api("POST", url)).json();
+    while (evaluation.status === "starting") {
+      await sleep(COMPARE_POLL_MS);
+      evaluation = await (await api("GET", url)).json();
+    }
+    if (evaluation.status === "running") {
+      compareView.href = evaluation.report_url;
+      compareView.hidden = false;
+      compareButton.hidden = true;
+      comparedCount = counted;
+    } else if (evaluation.status === "failed") {
+      showCompareError(`The comparison failed: ${evaluation.error || "no reason given"}`);
+    } else {
+      showCompareError("The comparison stopped before it was ready; start it again.");
+    }
+  } catch (err) {
+    showCompareError(err.message);
+  } finally {
+    setComparing(false);
+  }
+}
+
+compareButton.addEventListener("click", compare);
+finishedCount = Number(compareButton.dataset.finished);
 
 let timer = null;
 let inFlight = false;
