@@ -91,7 +91,7 @@ def remove_tree(path: Path) -> None:
 
 def _skip_links(folder: str, names: list[str]) -> set[str]:
     # Repositories hold no links (uploads refuse them); never follow one out of the tree.
-    return {n for n in names if (Path(folder) / n).is_symlink()}
+    return {n for n in names if n == "__pycache__" or (Path(folder) / n).is_symlink()}
 
 
 def copy_tree_atomic(src: Path, dest: Path) -> None:
