@@ -9,6 +9,8 @@ from tests.repo_files import tar_gz, zip_bytes
 def test_health_and_authentication(live: Live) -> None:
     anon = live.client(None)
     assert anon.get("/api/v1/health").json() == {"status": "ok"}
+    assert "/api/v1/trainings/{training_id}/log/stream" in anon.get("/openapi.json").json()["paths"]
+    assert anon.get("/docs").status_code == 200
     r = anon.get("/api/v1/repos")
     assert r.status_code == 401 and r.json()["error"] == "unauthorized"
     assert live.client("ty_wrong").get("/api/v1/repos").status_code == 401

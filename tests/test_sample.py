@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -119,11 +120,13 @@ def test_train_aim_tracks_metrics(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def app(trained: tuple[Path, str]):  # type: ignore[no-untyped-def]
     """The sample's inference module with the trained checkpoint loaded."""
-    sys.path.insert(0, str(SAMPLE / "inference"))
-    try:
-        import app as inference_app
-    finally:
-        sys.path.remove(str(SAMPLE / "inference"))
+    # Loaded by path: the name `app` is Trainyard's own package in this process.
+    spec = importlib.util.spec_from_file_location("sample_inference_app",
+                                                  SAMPLE / "inference" / "app.py")
+    assert spec is not None and spec.loader is not None
+    inference_app = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = inference_app  # MindSpore's graph compiler looks modules up by name
+    spec.loader.exec_module(inference_app)
     inference_app.load(trained[0] / "best.ckpt")
     return inference_app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from app.db import reset_engine
 from app.queue import get_celery
@@ -25,3 +25,12 @@ def _mark_lost(sender: Any, **_: Any) -> None:
 
     mark_lost_trainings(str(sender.hostname))
     reset_engine()
+
+
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _abandon_trainings(sender: Any, **_: Any) -> None:
+    # A warm shutdown would wait for trainings that may run for hours: stop them now and
+    # record them as Abnormal, so the worker exits promptly and nothing is left running.
+    from worker.jobs import abandon_trainings
+
+    abandon_trainings(str(sender))

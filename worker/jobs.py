@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 
+import psutil
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -81,6 +84,26 @@ def mark_lost_trainings(worker_name: str) -> int:
                    error=f"worker {worker_name} stopped while the training was in progress")
         db.commit()
         return len(rows)
+
+
+def abandon_trainings(worker_name: str) -> int:
+    """At worker shutdown: mark this worker's trainings Abnormal and stop their processes."""
+    with _session() as db:
+        rows = list(db.scalars(select(Training).where(
+            Training.worker == worker_name,
+            Training.status.in_([TrainingStatus.CREATING, TrainingStatus.RUNNING,
+                                 TrainingStatus.TERMINATING]))))
+        for training in rows:
+            finish(training, TrainingStatus.ABNORMAL,
+                   error=f"worker {worker_name} shut down while the training was in progress")
+        db.commit()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if str(runner.REAPER) in proc.cmdline():
+                os.killpg(proc.pid, signal.SIGTERM)  # the shim leads the training's group
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return len(rows)
 
 
 def _input_path(input_url: str) -> Path:
@@ -173,6 +196,10 @@ def _record(training_id: int, status: TrainingStatus, *, error: str | None,
     with _session() as db:
         training = db.get(Training, training_id)
         if training is None:
+            return
+        if training.state.finished:  # e.g. marked Abnormal by a worker shutdown
+            training.exit_code = exit_code
+            db.commit()
             return
         if training.state is TrainingStatus.TERMINATING and status is TrainingStatus.FAILED:
             status = TrainingStatus.TERMINATED  # killed on request: not a failure
