@@ -72,38 +72,35 @@ def _mark_lost_if_stale(db: Session, training_id: int) -> None:
         db.commit()
 
 
-def mark_lost_trainings(worker_name: str) -> int:
-    """At worker start: trainings this worker had in progress died with it; mark them Abnormal."""
+def _mark_in_progress_abnormal(worker_name: str, error: str) -> int:
     with _session() as db:
         rows = list(db.scalars(select(Training).where(
             Training.worker == worker_name,
             Training.status.in_([TrainingStatus.CREATING, TrainingStatus.RUNNING,
                                  TrainingStatus.TERMINATING]))))
         for training in rows:
-            finish(training, TrainingStatus.ABNORMAL,
-                   error=f"worker {worker_name} stopped while the training was in progress")
+            finish(training, TrainingStatus.ABNORMAL, error=error)
         db.commit()
         return len(rows)
 
 
+def mark_lost_trainings(worker_name: str) -> int:
+    """At worker start: trainings this worker had in progress died with it; mark them Abnormal."""
+    return _mark_in_progress_abnormal(
+        worker_name, f"worker {worker_name} stopped while the training was in progress")
+
+
 def abandon_trainings(worker_name: str) -> int:
     """At worker shutdown: mark this worker's trainings Abnormal and stop their processes."""
-    with _session() as db:
-        rows = list(db.scalars(select(Training).where(
-            Training.worker == worker_name,
-            Training.status.in_([TrainingStatus.CREATING, TrainingStatus.RUNNING,
-                                 TrainingStatus.TERMINATING]))))
-        for training in rows:
-            finish(training, TrainingStatus.ABNORMAL,
-                   error=f"worker {worker_name} shut down while the training was in progress")
-        db.commit()
+    count = _mark_in_progress_abnormal(
+        worker_name, f"worker {worker_name} shut down while the training was in progress")
     for proc in psutil.Process().children(recursive=True):
         try:
             if str(runner.REAPER) in proc.cmdline():
                 os.killpg(proc.pid, signal.SIGTERM)  # the shim leads the training's group
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
-    return len(rows)
+    return count
 
 
 def _input_path(input_url: str) -> Path:
