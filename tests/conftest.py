@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.live import Live, start_live
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_ADMIN_URL = os.environ.get("TRAINYARD_TEST_PG_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _postgres_available() -> bool:
@@ -31,7 +34,8 @@ def postgres_url() -> Iterator[str]:
     name = f"trainyard_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    yield make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg", database=name) \
+        .render_as_string(hide_password=False)
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -22,11 +22,10 @@ from app.models import Training, TrainingStatus
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
 from app.trainings import outputs, service
-from app.trainings.config import config_json_schema
+from app.trainings.config import config_json_schema, parse_config_text
 from app.trainings.logs import SharedStatus, read_range, stream_events
 from app.trainings.runtimes import list_flavors, list_runtimes
 from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
-from app.uploads import json_body
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trainings"])
@@ -63,8 +62,11 @@ def dispatch(training: Training) -> None:
              openapi_extra=_CREATE_BODY)
 async def create_training(owner: str, name: str, request: Request, db: SessionDep,
                           user: CurrentUser) -> TrainingPublic:
-    """Create a training instance from a config object or `{"config_path": ...}`."""
-    body = await json_body(request)
+    """Create a training instance from a config object or `{"config_path": ...}`.
+
+    The body may be pasted config.json text: comments and trailing commas are accepted.
+    """
+    body = parse_config_text(await request.body(), source="the request body")
 
     def create() -> Training:
         repo = get_repo(db, owner=owner, name=name, user=user)
