@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow
 
 def run_boot_file(boot_file: str, *args: str, timeout: float = 180) -> str:
     """Run a boot file as the platform does (cwd = code dir, --name=value); its stdout."""
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    # No __pycache__ in the sample folder, which the platform copies into new repositories.
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run([sys.executable, boot_file, *args], cwd=TRAIN_DIR, env=env,
                             capture_output=True, text=True, timeout=timeout, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -126,7 +127,11 @@ def app(trained: tuple[Path, str]):  # type: ignore[no-untyped-def]
     assert spec is not None and spec.loader is not None
     inference_app = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = inference_app  # MindSpore's graph compiler looks modules up by name
-    spec.loader.exec_module(inference_app)
+    sys.dont_write_bytecode, keep = True, sys.dont_write_bytecode
+    try:
+        spec.loader.exec_module(inference_app)
+    finally:
+        sys.dont_write_bytecode = keep
     inference_app.load(trained[0] / "best.ckpt")
     return inference_app
 

@@ -41,7 +41,8 @@ class Conv2d(nn.Cell):
                 weight = weight[:, :, p:p + rows, p:p + cols]
             if rows != h or cols != w:
                 x = x[:, :, :rows, :cols]
-            y = self.matmul(x.reshape(n, -1), weight.reshape(self.out_channels, -1))
+            weight = weight.reshape(self.out_channels, -1).astype(x.dtype)  # (mixed precision)
+            y = self.matmul(x.reshape(n, -1), weight)
             return y.reshape(n, self.out_channels, 1, 1)
         return self.conv(x)
 

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="epoch checkpoints kept besides best.ckpt (0 = all)")
     parser.add_argument("--workers", type=int, default=0, help="input workers (0 = by CPU count)")
     parser.add_argument("--jit_level", default="O0", choices=["O0", "O1"])
+    parser.add_argument("--cpu_threads", type=int, default=0,
+                        help="CPU kernel threads (0 = one per core; MindSpore's own default is 25)")
     parser.add_argument("--seed", type=int, default=1)
     return parser
 
@@ -95,6 +97,7 @@ def configure_runtime(args: argparse.Namespace) -> None:
     """Graph mode on the CPU with the settings measured fastest (docs/sample.md)."""
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": args.jit_level})
+    ms.device_context.cpu.op_tuning.threads_num(args.cpu_threads or os.cpu_count() or 1)
     ms.set_seed(args.seed)
     ds.config.set_seed(args.seed)
 
