@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -80,31 +81,47 @@ def visible(user: User, row: Dataset | Model) -> bool:
     return row.is_public or row.owner_id == user.id or user.is_admin
 
 
+_Entry = TypeVar("_Entry", Dataset, Model)
+
+
+def _list(db: Session, table: type[_Entry], *, user: User) -> list[_Entry]:
+    query = select(table).order_by(table.created_at.desc())
+    if not user.is_admin:
+        query = query.where(or_(table.is_public, table.owner_id == user.id))
+    return list(db.scalars(query))
+
+
+def _get(db: Session, table: type[_Entry], *, owner: str, name: str, user: User,
+         kind: str) -> _Entry:
+    row = db.scalar(select(table).join(User, table.owner_id == User.id)
+                    .where(User.username == owner, table.name == name))
+    if row is None or not visible(user, row):
+        raise NotFound(f"{kind} '{owner}/{name}' not found")
+    return row
+
+
+def _delete(db: Session, row: Dataset | Model, folder: Path, *, user: User, kind: str) -> None:
+    if not (user.is_admin or row.owner_id == user.id):
+        raise Forbidden(f"only the owner may delete a {kind}")
+    db.delete(row)
+    db.flush()
+    storage.remove_tree(folder)
+
+
 def list_datasets(db: Session, *, user: User) -> list[Dataset]:
     """Datasets the caller may use."""
-    query = select(Dataset).order_by(Dataset.created_at.desc())
-    if not user.is_admin:
-        query = query.where(or_(Dataset.is_public, Dataset.owner_id == user.id))
-    return list(db.scalars(query))
+    return _list(db, Dataset, user=user)
 
 
 def get_dataset(db: Session, *, owner: str, name: str, user: User) -> Dataset:
     """One dataset the caller may see."""
-    row = db.scalar(select(Dataset).join(User, Dataset.owner_id == User.id)
-                    .where(User.username == owner, Dataset.name == name))
-    if row is None or not visible(user, row):
-        raise NotFound(f"dataset '{owner}/{name}' not found")
-    return row
+    return _get(db, Dataset, owner=owner, name=name, user=user, kind="dataset")
 
 
 def delete_dataset(db: Session, dataset: Dataset, *, user: User) -> None:
     """Delete a dataset's row and files (its owner or an admin)."""
-    if not (user.is_admin or dataset.owner_id == user.id):
-        raise Forbidden("only the owner may delete a dataset")
-    dest = storage.dataset_dir(dataset.owner.username, dataset.name)
-    db.delete(dataset)
-    db.flush()
-    storage.remove_tree(dest)
+    _delete(db, dataset, storage.dataset_dir(dataset.owner.username, dataset.name), user=user,
+            kind="dataset")
 
 
 def dataset_public(row: Dataset) -> DatasetPublic:
@@ -156,29 +173,18 @@ def create_model(db: Session, *, owner: User, name: str, files: list[tuple[str, 
 
 def list_models(db: Session, *, user: User) -> list[Model]:
     """Models the caller may use."""
-    query = select(Model).order_by(Model.created_at.desc())
-    if not user.is_admin:
-        query = query.where(or_(Model.is_public, Model.owner_id == user.id))
-    return list(db.scalars(query))
+    return _list(db, Model, user=user)
 
 
 def get_model(db: Session, *, owner: str, name: str, user: User) -> Model:
     """One model the caller may see."""
-    row = db.scalar(select(Model).join(User, Model.owner_id == User.id)
-                    .where(User.username == owner, Model.name == name))
-    if row is None or not visible(user, row):
-        raise NotFound(f"model '{owner}/{name}' not found")
-    return row
+    return _get(db, Model, owner=owner, name=name, user=user, kind="model")
 
 
 def delete_model(db: Session, model: Model, *, user: User) -> None:
     """Delete a model's row and files (its owner or an admin)."""
-    if not (user.is_admin or model.owner_id == user.id):
-        raise Forbidden("only the owner may delete a model")
-    dest = storage.model_dir(model.owner.username, model.name)
-    db.delete(model)
-    db.flush()
-    storage.remove_tree(dest)
+    _delete(db, model, storage.model_dir(model.owner.username, model.name), user=user,
+            kind="model")
 
 
 def model_public(row: Model) -> ModelPublic:
