@@ -6,12 +6,13 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from app import storage
 from app.config import get_settings
 from app.db import SessionDep
 from app.errors import AppError
-from app.models import User
+from app.models import Repository, Training, User
 from app.repos import service as repos
 from app.repos.schemas import RepoDetail, RepoFile, RepoPublic
 from app.trainings import outputs
@@ -32,6 +33,30 @@ def login_redirect(request: Request) -> RedirectResponse:
 def error_page(request: Request, user: User | None, exc: AppError) -> Response:
     """An HTML page for a business error (404 of a repository, ...)."""
     return render(request, "error.html", {"error": exc}, user=user, status=exc.status)
+
+
+def _repo_for_page(request: Request, db: Session, *, owner: str,
+                   name: str) -> tuple[User, Repository] | Response:
+    """The signed-in user and the repository, or the sign-in redirect or error page."""
+    user = session_user(request, db)
+    if user is None:
+        return login_redirect(request)
+    try:
+        return user, repos.get_repo(db, owner=owner, name=name, user=user)
+    except AppError as exc:
+        return error_page(request, user, exc)
+
+
+def _training_for_page(request: Request, db: Session,
+                       training_id: int) -> tuple[User, Training] | Response:
+    """The signed-in user and the training, or the sign-in redirect or error page."""
+    user = session_user(request, db)
+    if user is None:
+        return login_redirect(request)
+    try:
+        return user, trainings.get_training(db, training_id, user=user)
+    except AppError as exc:
+        return error_page(request, user, exc)
 
 
 @router.get("/")
@@ -68,13 +93,10 @@ def safe_next(target: str) -> str:
 @router.get("/repos/{owner}/{name}")
 def repository_page(owner: str, name: str, request: Request, db: SessionDep) -> Response:
     """A repository: its trainings (live) and its files."""
-    user = session_user(request, db)
-    if user is None:
-        return login_redirect(request)
-    try:
-        repo = repos.get_repo(db, owner=owner, name=name, user=user)
-    except AppError as exc:
-        return error_page(request, user, exc)
+    found = _repo_for_page(request, db, owner=owner, name=name)
+    if isinstance(found, Response):
+        return found
+    user, repo = found
     detail = repos.to_public(db, repo, detail=True)
     limit = get_settings().max_trainings_per_repo
     return render(request, "repo.html", {
@@ -87,13 +109,10 @@ def repository_page(owner: str, name: str, request: Request, db: SessionDep) -> 
 @router.get("/repos/{owner}/{name}/trainings/new")
 def new_training_page(owner: str, name: str, request: Request, db: SessionDep) -> Response:
     """Create a training: load a config file of the repository, or fill the form."""
-    user = session_user(request, db)
-    if user is None:
-        return login_redirect(request)
-    try:
-        repo = repos.get_repo(db, owner=owner, name=name, user=user)
-    except AppError as exc:
-        return error_page(request, user, exc)
+    found = _repo_for_page(request, db, owner=owner, name=name)
+    if isinstance(found, Response):
+        return found
+    user, repo = found
     detail = repos.to_public(db, repo, detail=True)
     limit = get_settings().max_trainings_per_repo
     return render(request, "training_new.html", {
@@ -106,13 +125,10 @@ def new_training_page(owner: str, name: str, request: Request, db: SessionDep) -
 @router.get("/trainings/{training_id}")
 def training_page(training_id: int, request: Request, db: SessionDep) -> Response:
     """A training: status, times, config, live log, outputs, terminate and delete."""
-    user = session_user(request, db)
-    if user is None:
-        return login_redirect(request)
-    try:
-        training = trainings.get_training(db, training_id, user=user)
-    except AppError as exc:
-        return error_page(request, user, exc)
+    found = _training_for_page(request, db, training_id)
+    if isinstance(found, Response):
+        return found
+    user, training = found
     return render(request, "training.html", {
         "training": training, "repo": training.repo,
         "outputs": outputs.list_outputs(training),
@@ -124,13 +140,10 @@ def training_page(training_id: int, request: Request, db: SessionDep) -> Respons
 @router.get("/trainings/{training_id}/log.txt", response_model=None)
 def download_log(training_id: int, request: Request, db: SessionDep) -> Response:
     """The whole log of a training as a file download."""
-    user = session_user(request, db)
-    if user is None:
-        return login_redirect(request)
-    try:
-        training = trainings.get_training(db, training_id, user=user)
-    except AppError as exc:
-        return error_page(request, user, exc)
+    found = _training_for_page(request, db, training_id)
+    if isinstance(found, Response):
+        return found
+    _user, training = found
     path = storage.training_log(training.id)
     if not path.exists():
         return Response(b"", media_type="text/plain; charset=utf-8")
