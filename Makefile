@@ -23,7 +23,7 @@ run: install
 	$(BIN)/trainyard up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 lint: install
-	$(BIN)/ruff check app worker tests bench
+	$(BIN)/ruff check app worker tests bench samples
 
 typecheck: install
 	$(BIN)/mypy

@@ -21,13 +21,6 @@ sys.path.insert(0, str(TRAIN_DIR))
 import resnet  # noqa: E402
 
 
-class ReferenceConv2d(resnet.Conv2d):
-    """The sample's convolution without its 1x1-output shortcut (for comparison)."""
-
-    def construct(self, x: Tensor) -> Tensor:
-        return self.conv(x)
-
-
 def main() -> None:
     """Time TrainOneStepCell steps and print {"images_per_s": ...} as JSON."""
     parser = argparse.ArgumentParser()
@@ -35,19 +28,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--jit_level", default="O0")
-    parser.add_argument("--reference_conv", action="store_true")
+    parser.add_argument("--nchw", action="store_true",
+                        help="every layer NCHW with nn.Conv2d (no batch-last small maps)")
     parser.add_argument("--op_threads", type=int, default=0, help="CPU kernel threads (0: default)")
     parser.add_argument("--optimizer", default="adam", choices=["adam", "momentum"])
     parser.add_argument("--amp", default="", help="mixed precision level, e.g. O2 (float16)")
     args = parser.parse_args()
-    if args.reference_conv:
-        resnet.Conv2d = ReferenceConv2d  # type: ignore[misc]
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE, jit_config={"jit_level": args.jit_level})
     if args.op_threads:
         ms.device_context.cpu.op_tuning.threads_num(args.op_threads)
     ms.set_seed(0)
-    net = resnet.resnet50(10)
+    net = resnet.resnet50(10, batch_last=not args.nchw)
     if args.amp:
         net = ms.amp.auto_mixed_precision(net, args.amp)
     loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")

@@ -109,7 +109,7 @@ def main() -> None:
                         help="extra train.py argument for (a), e.g. --train-arg=--jit_level=O1")
     parser.add_argument("--plain-arg", dest="plain_arg", action="append", default=[],
                         help="extra ms_plain_step.py argument for (b), e.g. "
-                        "--plain-arg=--reference_conv")
+                        "--plain-arg=--nchw")
     parser.add_argument("--torch-arg", dest="torch_arg", action="append", default=[],
                         help="extra torch_resnet50.py argument for (c), e.g. "
                         "--torch-arg=--optimizer=momentum")

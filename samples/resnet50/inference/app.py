@@ -25,9 +25,9 @@ TRAIN_DIR = Path(__file__).resolve().parent.parent / "train" / "train_dir"
 sys.path.insert(0, str(TRAIN_DIR))
 
 from data import CLASSES, MEAN, STD  # noqa: E402
-from resnet import resnet50  # noqa: E402
+from resnet import IMAGE_SIZE, resnet50  # noqa: E402
 
-SIZE = 32
+SIZE = IMAGE_SIZE  # what the network is built for
 _MEAN = np.array(MEAN, dtype=np.float32) * 255
 _STD = np.array(STD, dtype=np.float32) * 255
 
