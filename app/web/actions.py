@@ -72,6 +72,10 @@ async def logout(request: Request) -> Response:
 
 def _repos_page_with_error(request: Request, db: Session, user: User, *, form: str,
                            name: str, exc: AppError) -> Response:
+    """Undo the failed action and show the repositories page with the error at `form`."""
+    db.rollback()
+    if isinstance(exc, Forbidden):  # creating in one's own namespace: only the CSRF check refuses
+        exc = Forbidden(EXPIRED)
     rows = [repos.to_public(db, r) for r in repos.list_repos(db, user=user)]
     return render(request, "repos.html", {"repos": rows, "values": {form: name},
                                           "errors": {form: exc.detail}},
@@ -91,9 +95,6 @@ async def fork_sample(request: Request, db: SessionDep) -> Response:
         repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
         db.commit()
     except AppError as exc:
-        db.rollback()
-        if isinstance(exc, Forbidden):
-            exc = Forbidden(EXPIRED)
         return _repos_page_with_error(request, db, user, form="fork", name=name, exc=exc)
     flash(request, f"Forked the ResNet50 sample into {repo.full_name}.")
     return RedirectResponse(f"/repos/{repo.full_name}", status_code=303)
@@ -120,9 +121,6 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
         finally:
             discard_upload(archive)
     except AppError as exc:
-        db.rollback()
-        if isinstance(exc, Forbidden):
-            exc = Forbidden(EXPIRED)
         return _repos_page_with_error(request, db, user, form="upload", name=name, exc=exc)
     flash(request, f"Created {repo.full_name} from the archive.")
     return RedirectResponse(f"/repos/{repo.full_name}", status_code=303)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -45,6 +46,14 @@ def _repo_for_page(request: Request, db: Session, *, owner: str,
         return user, repos.get_repo(db, owner=owner, name=name, user=user)
     except AppError as exc:
         return error_page(request, user, exc)
+
+
+def _repo_context(db: Session, repo: Repository) -> dict[str, Any]:
+    """What every repository page shows: the repository, the training limit, and what
+    (if anything) blocks creating a training now."""
+    detail = repos.to_public(db, repo, detail=True)
+    limit = get_settings().max_trainings_per_repo
+    return {"repo": detail, "limit": limit, "block": creation_block(detail, limit=limit)}
 
 
 def _training_for_page(request: Request, db: Session,
@@ -97,12 +106,10 @@ def repository_page(owner: str, name: str, request: Request, db: SessionDep) -> 
     if isinstance(found, Response):
         return found
     user, repo = found
-    detail = repos.to_public(db, repo, detail=True)
-    limit = get_settings().max_trainings_per_repo
+    context = _repo_context(db, repo)
     return render(request, "repo.html", {
-        "repo": detail, "trainings": trainings.list_trainings(db, repo), "limit": limit,
-        "block": creation_block(detail, limit=limit),
-        "files": _files(detail),
+        **context, "trainings": trainings.list_trainings(db, repo),
+        "files": _files(context["repo"]),
     }, user=user)
 
 
@@ -113,11 +120,9 @@ def new_training_page(owner: str, name: str, request: Request, db: SessionDep) -
     if isinstance(found, Response):
         return found
     user, repo = found
-    detail = repos.to_public(db, repo, detail=True)
-    limit = get_settings().max_trainings_per_repo
+    context = _repo_context(db, repo)
     return render(request, "training_new.html", {
-        "repo": detail, "block": creation_block(detail, limit=limit), "limit": limit,
-        "config_files": config_files(_files(detail)),
+        **context, "config_files": config_files(_files(context["repo"])),
         "defaults": form_defaults(),
     }, user=user)
 
