@@ -5,9 +5,9 @@ touching the disk (the dataset importer decodes images straight from it). Both a
 rules: paths stay inside (`..`, absolute paths and drive letters refused), links, devices and
 fifos refused, entry count and *uncompressed* bytes capped while reading (zip bombs).
 
-From the HTTP layer: pass `UploadFile.file` (a seekable spooled file) or a saved copy
-(`save_stream(upload.file, tmp, max_bytes=...)` caps the upload itself) to
-`safe_extract(src, dest, max_bytes=..., max_files=...)` in a worker thread (it blocks).
+From the HTTP layer: pass `UploadFile.file` (a seekable spooled file, capped by
+`app.uploads`) or a saved copy to `safe_extract(src, dest, max_bytes=..., max_files=...)` in a
+worker thread (it blocks).
 `dest` must not exist; it appears only when extraction succeeded.
 """
 
@@ -292,22 +292,3 @@ def safe_extract(archive: Path | IO[bytes], dest: Path, *, max_bytes: int, max_f
         root = top[0] if strip_single_root and len(top) == 1 and top[0].is_dir() else None
         (root or content).rename(dest)
     return ExtractStats(files=files, bytes=total, stripped_root=root.name if root else None)
-
-
-def save_stream(src: IO[bytes], dest_file: Path, *, max_bytes: int,
-                field: str = "archive") -> int:
-    """Copy a file object (e.g. `UploadFile.file`) to `dest_file`, refusing past `max_bytes`."""
-    written = 0
-    try:
-        with open(dest_file, "wb") as out:
-            while chunk := src.read(CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise TooLarge(f"upload is larger than {max_bytes} bytes",
-                                   fields=[{"field": field,
-                                            "message": f"at most {max_bytes} bytes"}])
-                out.write(chunk)
-    except BaseException:
-        dest_file.unlink(missing_ok=True)
-        raise
-    return written

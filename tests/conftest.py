@@ -16,6 +16,23 @@ from tests.live import Live, start_live
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PG_ADMIN_URL = os.environ.get("TRAINYARD_TEST_PG_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
+# CI sets this: a skip then fails the run, except for tests that need ../shared/data, which a
+# checkout elsewhere does not have.
+STRICT_SKIPS = os.environ.get("TRAINYARD_STRICT_SKIPS") == "1"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In strict mode, turn every skip outside the `shared_data` tests into a failure."""
+    if not STRICT_SKIPS:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    hidden = [r for r in skipped if "shared_data" not in getattr(r, "keywords", {})]
+    if hidden:
+        for report in hidden:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+            print(f"\nSKIP NOT ALLOWED IN CI: {report.nodeid}: {reason}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _postgres_available() -> bool:

@@ -397,8 +397,6 @@ EXAMPLES = [SHARED_DATA / "inference-examples", ROOT / "frontend" / "static" / "
 
 @pytest.mark.slow
 def test_the_sample_model_classifies_the_ten_example_photos(live: Live, tmp_path: Path) -> None:
-    if not SAMPLE_APP.is_file():
-        pytest.skip(f"{SAMPLE_APP} is not there yet")
     user, client = live.new_user()
     cifar = write_cifar_binary(tmp_path / "cifar-10-batches-bin", 192, 64)
     archive = tmp_path / "cifar.tar.gz"

@@ -113,6 +113,7 @@ def problems(data: Any) -> dict[str, str]:
 
 # --- the seed -------------------------------------------------------------------------
 
+@pytest.mark.shared_data
 def test_seed_copy_is_verbatim() -> None:
     seeds = sorted(SEED_FILE.glob("000_*.txt"))
     if not seeds:

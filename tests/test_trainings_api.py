@@ -21,7 +21,7 @@ FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
 
 
 def test_training_runs_prints_and_writes_outputs(live: Live) -> None:
-    _, client = live.new_user()
+    user, client = live.new_user()
     repo = create_repo(client)
     r = submit(client, repo, config("first-run", hypeparameters=[{"name": "epochs",
                                                                  "value": 3}]))
@@ -29,6 +29,7 @@ def test_training_runs_prints_and_writes_outputs(live: Live) -> None:
     created = r.json()
     assert created["status"] == "Pending" and created["repo"] == repo
     assert created["runtime"].startswith("mindspore")
+    assert created["created_by"] == user
     done = live.wait_status(client, created["id"], FINISHED)
     assert done["status"] == "Completed", done
     assert done["started_at"] and done["finished_at"] and done["duration_s"] >= 0

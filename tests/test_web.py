@@ -273,8 +273,6 @@ def test_fork_the_sample_and_load_its_config(visitor: Visitor, shots: Path) -> N
     expect(page.locator("#fork-error")).to_contain_text("already exists")
     screenshot(page, shots, "repos-fork-error-laptop")
 
-    if not SAMPLE_CONFIG.exists():
-        pytest.skip("samples/resnet50/train/config.json is not written yet")
     sample = json5.loads(SAMPLE_CONFIG.read_text())
     page = v.go(f"/repos/{v.username}/resnet50/trainings/new")
     expect(page.locator("#config-file")).to_have_value("train/config.json")

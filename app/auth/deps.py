@@ -71,4 +71,3 @@ def admin_user(user: Annotated[User, Depends(current_user)]) -> User:
 
 CurrentUser = Annotated[User, Depends(current_user)]
 AdminUser = Annotated[User, Depends(admin_user)]
-OptionalUser = Annotated[User | None, Depends(optional_user)]

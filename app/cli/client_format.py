@@ -12,7 +12,6 @@ STATUS_STYLES = {
     "Terminating": "magenta", "Completed": "bold green", "Failed": "bold red",
     "Terminated": "magenta", "Timeout": "red", "Abnormal": "red",
 }
-FINISHED = frozenset({"Completed", "Failed", "Terminated", "Timeout", "Abnormal"})
 
 
 def when(value: str | None) -> str:

@@ -6,7 +6,7 @@ one or two top-level folders). Archives are streamed: images are decoded straigh
 written out one by one. The output is `data_batch_N.bin` (five for CIFAR-10), `test_batch.bin` and
 `batches.meta.txt` (records of 1 label byte + 32x32 R, G, B planes), built in a temp folder beside
 `dest` and renamed into place, so a failed import leaves nothing behind.
-For an upload, save it first (`app.archives.save_stream`, capped) and import the saved file.
+For an upload, save it first (capped, `app.uploads`) and import the saved file.
 
 MindSpore 2.x's Cifar10Dataset refuses a batch file with fewer than 10,000 records and reads only
 the first 10,000 of a longer one, so every file written holds exactly 10,000: a split whose size

@@ -231,8 +231,3 @@ def launch_spec(subject: Subject, *, folder: str, build: dict[str, Any] | None,
     subject.workdir.mkdir(parents=True, exist_ok=True)
     return {"folder": folder, "base_path": subject.base_path, "port": port,
             "log": str(subject.log), "build": build}
-
-
-def remove_files(subject: Subject) -> None:
-    """Delete Trainyard's files of an evaluation (its built repository and log)."""
-    storage.remove_tree(subject.workdir)
