@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= .data
 
-.PHONY: install run test lint typecheck pytest browser-deps bench clean
+.PHONY: install run test lint typecheck imports pytest browser-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+imports: install
+	$(BIN)/lint-imports
+
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || ( \
 	  echo "installing Debian's chromium for the browser tests"; \
@@ -37,7 +40,7 @@ browser-deps:
 pytest: install
 	$(BIN)/pytest -q
 
-test: install browser-deps lint typecheck pytest
+test: install browser-deps lint typecheck imports pytest
 
 bench: install
 	$(BIN)/python bench/latency.py

@@ -20,9 +20,9 @@ from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus
 from app.models.base import utcnow
+from app.models.training import finish
 from app.trainings.config_rules import parse_input_url
 from app.trainings.runtimes import get_runtime
-from app.trainings.service import finish
 from worker import envs, runner
 
 log = logging.getLogger(__name__)

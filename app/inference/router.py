@@ -16,7 +16,6 @@ from app.db import SessionDep
 from app.errors import Invalid, TooLarge
 from app.inference import service
 from app.inference.images import FIELD, MAX_IMAGE_BYTES, DecodedImage
-from app.inference.page import page_router
 from app.inference.schemas import (
     InferencePublic,
     PredictionPublic,
@@ -151,6 +150,4 @@ def publish(training_id: int, body: PublishRequest, db: SessionDep,
     return model_public(model)
 
 
-router = APIRouter()
-router.include_router(api)
-router.include_router(page_router)
+router = api

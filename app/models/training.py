@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from app.db import Base
 from app.models.base import UTCDateTime, utcnow
 from app.models.repo import Repository
+from app.models.user import User
 
 
 class TrainingStatus(enum.StrEnum):
@@ -73,8 +74,20 @@ class Training(Base):
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     repo: Mapped[Repository] = relationship()
+    created_by: Mapped[User | None] = relationship()
 
     @property
     def state(self) -> TrainingStatus:
         """The status as an enum."""
         return TrainingStatus(self.status)
+
+
+def finish(training: Training, status: TrainingStatus, *, error: str | None = None) -> None:
+    """Record a final status with its end time and duration."""
+    now = utcnow()
+    training.status = status
+    training.finished_at = now
+    if training.started_at is not None:
+        training.duration_s = round((now - training.started_at).total_seconds(), 3)
+    if error is not None:
+        training.error = error

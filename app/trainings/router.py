@@ -19,6 +19,7 @@ from app.db import SessionDep, get_sessionmaker
 from app.evaluations.manager import stop_training_evaluation
 from app.inference.service import get_manager as get_predictors
 from app.models import Training, TrainingStatus
+from app.models.training import finish
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
 from app.trainings import outputs, service
@@ -120,7 +121,7 @@ async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -
             waited += 0.2
             await run_in_threadpool(db.refresh, training)
         if not training.state.finished:
-            await run_in_threadpool(service.finish, training, TrainingStatus.ABNORMAL,
+            await run_in_threadpool(finish, training, TrainingStatus.ABNORMAL,
                                     error="the worker did not confirm termination")
     else:
         require_write(training.repo, user)

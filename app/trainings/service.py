@@ -139,17 +139,6 @@ def list_trainings(db: Session, repo: Repository) -> list[Training]:
                            .order_by(Training.id.desc())))
 
 
-def finish(training: Training, status: TrainingStatus, *, error: str | None = None) -> None:
-    """Record a final status with its end time and duration."""
-    now = utcnow()
-    training.status = status
-    training.finished_at = now
-    if training.started_at is not None:
-        training.duration_s = round((now - training.started_at).total_seconds(), 3)
-    if error is not None:
-        training.error = error
-
-
 def request_termination(db: Session, training: Training, *, user: User) -> None:
     """Ask for a training to stop: queued ones end at once, running ones via Terminating."""
     require_write(training.repo, user)
@@ -193,4 +182,5 @@ def to_public(training: Training) -> TrainingPublic:
         started_at=training.started_at, finished_at=training.finished_at,
         duration_s=training.duration_s, error=training.error, exit_code=training.exit_code,
         runtime=training.runtime, flavor=training.flavor, worker=training.worker,
-        config=json.loads(json.dumps(training.config)))
+        config=json.loads(json.dumps(training.config)),
+        created_by=training.created_by.username if training.created_by else None)

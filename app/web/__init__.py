@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.web import actions, router
+from app.web import actions, inference_page, router
 from app.web.rendering import STATIC_DIR, RevalidatedStaticFiles
 from app.web.session import install_sessions
 
@@ -15,3 +15,4 @@ def install_web(app: FastAPI) -> None:
     app.mount("/static", RevalidatedStaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(router.router)
     app.include_router(actions.router)
+    app.include_router(inference_page.page_router)
