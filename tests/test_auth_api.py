@@ -27,7 +27,8 @@ def browser_sign_in(live: Live, token: str) -> httpx.Client:
     return browser
 
 
-def test_a_cookie_replayed_after_logout_is_refused(live: Live) -> None:
+def test_a_cookie_replayed_after_logout_is_refused(any_live: Live) -> None:
+    live = any_live
     user, api = live.new_user()
     token = api.headers["authorization"].split()[1]
     browser = browser_sign_in(live, token)
@@ -58,7 +59,8 @@ def test_cookie_flags(live: Live) -> None:
     assert "secure" not in cookie  # plain HTTP on loopback: see test_secure_cookie_setting
 
 
-def test_list_create_and_revoke_tokens(live: Live) -> None:
+def test_list_create_and_revoke_tokens(any_live: Live) -> None:
+    live = any_live
     _user, api = live.new_user()
     listed = api.get("/api/v1/tokens").json()
     assert len(listed) == 1 and listed[0]["current"] is True
