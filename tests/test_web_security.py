@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.browser import LAPTOP, chromium_missing, launch
 from tests.live import ADMIN_TOKEN, Live, unique
-from tests.repo_files import create_repo
+from tests.repo_files import config, create_repo, submit
 
 in_chromium = pytest.mark.skipif(chromium_missing() is not None,
                                  reason=chromium_missing() or "")
@@ -51,6 +53,52 @@ def test_repository_files_are_plain_text_or_downloads(live: Live) -> None:
     r = client.get("/api/v1/repos")
     assert r.headers["content-security-policy"].startswith("sandbox")
     assert r.headers["x-frame-options"] == "SAMEORIGIN"
+
+
+WRITE_HTML = """
+import argparse, os
+p = argparse.ArgumentParser()
+p.add_argument("--output_url")
+a, _ = p.parse_known_args()
+open(os.path.join(a.output_url, "report.html"), "w").write("<script>alert(1)</script>")
+print("<script>alert(2)</script>")
+"""
+
+
+def test_outputs_and_logs_are_downloads_or_sandboxed_text(live: Live) -> None:
+    _user, client = live.new_user()
+    repo = create_repo(client, {"README.md": "x\n", "code/main.py": WRITE_HTML})
+    r = submit(client, repo, config("html-out"))
+    assert r.status_code == 201, r.text
+    done = live.wait_status(client, r.json()["id"], {"Completed", "Failed"})
+    assert done["status"] == "Completed", done
+    base = f"/api/v1/trainings/{done['id']}"
+    out = client.get(f"{base}/outputs/out/report.html")
+    assert out.status_code == 200 and out.headers["content-type"] == "application/octet-stream"
+    assert out.headers["content-disposition"].startswith("attachment")
+    assert out.headers["content-security-policy"].startswith("sandbox")
+    assert out.headers["x-content-type-options"] == "nosniff"
+    log = client.get(f"{base}/log")
+    assert log.headers["content-type"] == "text/plain; charset=utf-8"
+    assert log.headers["content-security-policy"].startswith("sandbox")
+    browser = browser_client(live, client)
+    page_log = browser.get(f"/trainings/{done['id']}/log.txt")
+    assert "<script>alert(2)</script>" in page_log.text
+    assert page_log.headers["content-type"] == "text/plain; charset=utf-8"
+    assert page_log.headers["content-security-policy"].startswith("sandbox")
+    assert page_log.headers["x-content-type-options"] == "nosniff"
+
+
+def browser_client(live: Live, api: httpx.Client) -> httpx.Client:
+    """A cookie session of the same user as `api`, signed in through the form."""
+    browser = httpx.Client(base_url=live.url, timeout=30)
+    page = browser.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    token = str(api.headers["authorization"]).split()[1]
+    r = browser.post("/login", data={"token": token, "csrf_token": csrf.group(1)})
+    assert r.status_code == 303
+    return browser
 
 
 def test_dashboard_pages_have_security_headers(live: Live) -> None:
