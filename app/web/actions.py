@@ -55,18 +55,31 @@ async def login(request: Request, db: SessionDep) -> Response:
         page = render(request, "login.html", {"next": target, "error": exc.detail}, status=429)
         page.headers["Retry-After"] = str(exc.retry_after_s)
         return page
-    row = find_token(db, token) if token else None
+    if token:
+        signed_in: bool = await run_in_threadpool(_sign_in_with, request, db, token)
+        if signed_in:
+            return RedirectResponse(target, status_code=303)
+        await run_in_threadpool(limiter.record_failure, client, what="failed sign-in")
+    message = ("Enter your API token." if not token else
+               "That token is not valid. Check for missing characters, or ask an admin "
+               "for a new one.")
+    return render(request, "login.html", {"next": target, "error": message},
+                  status=422 if not token else 401)
+
+
+def _sign_in_with(request: Request, db: Session, token: str) -> bool:
+    """Start a session for the owner of `token` (False when no user has it)."""
+    row = find_token(db, token)
     if row is None:
-        if token:
-            await run_in_threadpool(limiter.record_failure, client, what="failed sign-in")
-        message = ("Enter your API token." if not token else
-                   "That token is not valid. Check for missing characters, or ask an admin "
-                   "for a new one.")
-        return render(request, "login.html", {"next": target, "error": message},
-                      status=422 if not token else 401)
+        return False
     sign_in(request, db, user=row.user, token=row)
     db.commit()
-    return RedirectResponse(target, status_code=303)
+    return True
+
+
+def _sign_out(request: Request, db: Session) -> None:
+    sign_out(request, db)
+    db.commit()
 
 
 @router.post("/logout")
@@ -78,8 +91,7 @@ async def logout(request: Request, db: SessionDep) -> Response:
         check_form_csrf(request, supplied)
     except Forbidden:
         return RedirectResponse("/", status_code=303)
-    sign_out(request, db)
-    db.commit()
+    await run_in_threadpool(_sign_out, request, db)
     return RedirectResponse("/login", status_code=303)
 
 
