@@ -82,6 +82,8 @@ def test_list_create_and_revoke_tokens(any_live: Live) -> None:
     # A browser signed in with the CI token ends with it.
     browser = browser_sign_in(live, created["token"])
     assert browser.get("/api/v1/me").status_code == 200
+    assert [t["name"] for t in browser.get("/api/v1/tokens").json() if t["current"]] == \
+        ["ci runner"]
     assert api.delete(f"/api/v1/tokens/{created['id']}").status_code == 204
     assert ci.get("/api/v1/me").status_code == 401
     assert browser.get("/api/v1/me").status_code == 401

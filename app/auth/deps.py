@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.ratelimit import get_failure_limiter
 from app.auth.service import find_token
-from app.auth.sessions import user_for_session
+from app.auth.sessions import find_session
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized
 from app.models import User
@@ -79,7 +79,11 @@ def browser_user(request: Request, db: Session) -> User | None:
     if "session" not in request.scope:
         return None
     key = request.session.get(SESSION_KEY)
-    return user_for_session(db, key) if isinstance(key, str) else None
+    row = find_session(db, key) if isinstance(key, str) else None
+    if row is None:
+        return None
+    request.state.token_id = row.token_id
+    return row.user
 
 
 def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:

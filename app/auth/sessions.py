@@ -32,12 +32,16 @@ def start_session(db: Session, *, user: User, token: ApiToken | None) -> str:
     return key
 
 
-def user_for_session(db: Session, key: str) -> User | None:
-    """The user of a live session, or None when it ended, expired or never existed."""
+def find_session(db: Session, key: str) -> WebSession | None:
+    """The live session of `key`, or None when it ended, expired or never existed."""
     row = db.scalar(select(WebSession).where(WebSession.key_hash == _key_hash(key)))
-    if row is None or row.expires_at <= utcnow():
-        return None
-    return row.user
+    return None if row is None or row.expires_at <= utcnow() else row
+
+
+def user_for_session(db: Session, key: str) -> User | None:
+    """The user of a live session, or None."""
+    row = find_session(db, key)
+    return None if row is None else row.user
 
 
 def end_session(db: Session, key: str) -> None:
