@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from limits import parse_many
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +42,15 @@ class Settings(BaseSettings):
 
     session_secret: str | None = Field(default=None, description="Signs browser sessions; "
                                        "generated and kept in data_dir when unset.")
+    cookie_secure: bool | None = Field(default=None, description="Send the session cookie "
+                                       "only over HTTPS (the Secure flag); unset: on when "
+                                       "public_url starts with https://.")
+    auth_failure_limit: str = Field(default="10/minute", description="Failed sign-ins and bad "
+                                    "Bearer tokens allowed per client address (`limits` "
+                                    "notation, e.g. '10/minute;50/hour'); more get a 429.")
+    ratelimit_storage_url: str | None = Field(default=None, description="Where the counts "
+                                              "live (`limits` storage URL); redis_url when "
+                                              "set, else memory (per process).")
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -48,6 +58,19 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'trainyard.db').resolve()}"
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _limit_notation(cls, value: str) -> str:
+        parse_many(value)  # raises ValueError on a malformed limit
+        return value
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether the session cookie carries the Secure flag."""
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return bool(self.public_url and self.public_url.lower().startswith("https://"))
 
     def path(self, *parts: str) -> Path:
         """A path inside the data dir (absolute)."""

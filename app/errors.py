@@ -65,6 +65,17 @@ class TooLarge(AppError):
     code = "too_large"
 
 
+class TooManyRequests(AppError):
+    """A 429 that tells the client when to try again (`Retry-After`, in seconds)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     fields = []
     for err in exc.errors():
@@ -79,6 +90,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -17,6 +17,7 @@ from app.errors import install_error_handlers
 from app.evaluations.manager import evaluations_lifespan
 from app.evaluations.proxy import router as aim_proxy_router
 from app.evaluations.router import router as evaluations_router
+from app.headers import SecurityHeadersMiddleware
 from app.inference.router import router as inference_router
 from app.inference.service import predictors_lifespan
 from app.repos.router import router as repos_router
@@ -50,4 +51,5 @@ def create_app() -> FastAPI:
                    evaluations_router, aim_proxy_router):
         app.include_router(router)
     install_web(app)  # dashboard pages, /static, browser sessions
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -451,3 +451,45 @@ def test_publish_makes_a_model_listed_by_models_list(live: Live, fake_model: tup
     assert re.search(rf"/{name}\s+epoch two\s+1\s+10 bytes", cli("models", "list").stdout)
     twice = cli("publish", str(tid), name)
     assert twice.returncode == 1 and "duplicate_model" in twice.stderr, twice.stderr
+
+
+def test_tokens_create_list_and_revoke(live: Live, user_cli: tuple[Cli, httpx.Client],
+                                       tmp_path: Path) -> None:
+    cli, client = user_cli
+    created = cli("tokens", "create", "laptop")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("ty_") and "not shown again" in created.stderr
+    assert live.client(secret).get("/api/v1/me").status_code == 200
+
+    listed = cli("tokens", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "laptop" in listed.stdout and "default" in listed.stdout
+    assert "(this one)" in listed.stdout and secret not in listed.stdout
+    assert secret[:10] in listed.stdout
+    laptop_id = next(t["id"] for t in client.get("/api/v1/tokens").json()
+                     if t["name"] == "laptop")
+
+    revoked = cli("tokens", "revoke", str(laptop_id))
+    assert revoked.returncode == 0 and f"token {laptop_id} revoked" in revoked.stdout
+    assert live.client(secret).get("/api/v1/me").status_code == 401
+    again = cli("tokens", "revoke", str(laptop_id))
+    assert again.returncode != 0 and f"no token {laptop_id}" in again.stderr
+
+
+def test_models_are_private_by_default_and_visibility_changes_it(
+        user_cli: tuple[Cli, httpx.Client], tmp_path: Path) -> None:
+    cli, client = user_cli
+    owner = client.get("/api/v1/me").json()["username"]
+    ckpt = tmp_path / "w.ckpt"
+    ckpt.write_bytes(b"\0" * 16)
+    assert cli("models", "upload", "weights", str(ckpt)).returncode == 0
+    assert client.get(f"/api/v1/models/{owner}/weights").json()["is_public"] is False
+    shared = cli("models", "upload", "shared", str(ckpt), "--public")
+    assert shared.returncode == 0, shared.stderr
+    assert client.get(f"/api/v1/models/{owner}/shared").json()["is_public"] is True
+    made = cli("models", "visibility", f"{owner}/weights", "public")
+    assert made.returncode == 0 and "is now public" in made.stdout, made.stderr
+    assert client.get(f"/api/v1/models/{owner}/weights").json()["is_public"] is True
+    bad = cli("models", "visibility", f"{owner}/weights", "everyone")
+    assert bad.returncode != 0 and "'public' or 'private'" in bad.stderr

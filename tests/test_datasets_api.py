@@ -98,3 +98,65 @@ def test_admin_imports_a_binary_folder_from_the_server(live: Live, tmp_path: Pat
     assert again.status_code == 409
     assert live.admin.delete(f"/api/v1/datasets/admin/{name}").status_code == 204
     assert not (live.data_dir / "datasets" / "admin" / name).exists()
+
+
+def test_datasets_and_models_are_private_until_made_public(live: Live) -> None:
+    owner, alice = live.new_user()
+    _, bob = live.new_user()
+    name = unique("mine")
+    r = alice.post("/api/v1/datasets", data={"name": name},
+                   files={"archive": ("c.tar.gz", image_folder_tar(per_class=1))})
+    assert r.status_code == 201 and r.json()["is_public"] is False, r.text
+    r = alice.post("/api/v1/models", data={"name": name},
+                   files={"file": ("m.ckpt", b"\0" * 10)})
+    assert r.status_code == 201 and r.json()["is_public"] is False, r.text
+
+    assert name not in {d["name"] for d in bob.get("/api/v1/datasets").json()}
+    assert name not in {m["name"] for m in bob.get("/api/v1/models").json()}
+    assert bob.get(f"/api/v1/datasets/{owner}/{name}").status_code == 404
+    assert bob.get(f"/api/v1/models/{owner}/{name}").status_code == 404
+    assert bob.patch(f"/api/v1/datasets/{owner}/{name}",
+                     json={"is_public": True}).status_code == 404
+
+    repo = create_repo(bob)
+    inputs = [{"name": "data_url", "input_url": f"datasets/{owner}/{name}/"},
+              {"name": "pretrain_url", "input_url": f"models/{owner}/{name}/m.ckpt"},
+              {"name": "other_url", "input_url": f"datasets/{owner}/{unique('none')}/"}]
+    r = submit(bob, repo, config("private-inputs", inputs=inputs))
+    assert r.status_code == 422, r.text
+    messages = {f["field"]: f["message"] for f in r.json()["fields"]}
+    assert messages["inputs[0].input_url"] == \
+        f"datasets/{owner}/{name} does not exist or is not yours"
+    assert messages["inputs[1].input_url"].endswith("does not exist or is not yours")
+    # A private dataset and a missing one read the same: existence is not revealed.
+    assert messages["inputs[2].input_url"].endswith("does not exist or is not yours")
+
+    r = alice.patch(f"/api/v1/datasets/{owner}/{name}", json={"is_public": True})
+    assert r.status_code == 200 and r.json()["is_public"] is True
+    r = alice.patch(f"/api/v1/models/{owner}/{name}", json={"is_public": True})
+    assert r.status_code == 200 and r.json()["is_public"] is True
+    assert name in {d["name"] for d in bob.get("/api/v1/datasets").json()}
+    r = submit(bob, repo, config("public-inputs", inputs=inputs[:2]))
+    assert r.status_code == 201, r.text
+    # Others may use a public dataset, not change it.
+    r = bob.patch(f"/api/v1/datasets/{owner}/{name}", json={"is_public": False})
+    assert r.status_code == 403
+    assert bob.patch(f"/api/v1/datasets/{owner}/{name}", json={}).status_code == 422
+
+
+def test_an_admin_upload_is_public_for_every_user(live: Live) -> None:
+    name = unique("shared")
+    r = live.admin.post("/api/v1/datasets", data={"name": name},
+                        files={"archive": ("c.tar.gz", image_folder_tar(per_class=1))})
+    assert r.status_code == 201 and r.json()["is_public"] is True, r.text
+    hidden = unique("adminonly")
+    r = live.admin.post("/api/v1/datasets", data={"name": hidden, "is_public": "false"},
+                        files={"archive": ("c.tar.gz", image_folder_tar(per_class=1))})
+    assert r.status_code == 201 and r.json()["is_public"] is False
+    _, user = live.new_user()
+    names = {d["input_url"] for d in user.get("/api/v1/datasets").json()}
+    assert f"datasets/admin/{name}/" in names and f"datasets/admin/{hidden}/" not in names
+    repo = create_repo(user)
+    r = submit(user, repo, config("shared-data", inputs=[
+        {"name": "data_url", "input_url": f"datasets/admin/{name}/"}]))
+    assert r.status_code == 201, r.text

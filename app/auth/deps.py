@@ -6,13 +6,16 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
-from app.auth.service import user_for_token
+from app.auth.ratelimit import get_failure_limiter
+from app.auth.service import find_token
+from app.auth.sessions import find_session
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthorized
 from app.models import User
 
-SESSION_USER_KEY = "user_id"
+SESSION_KEY = "sid"  # the server-side session row's key (app/auth/sessions.py)
 CSRF_SESSION_KEY = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -24,6 +27,11 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it (uvicorn applies trusted proxy headers)."""
+    return request.client.host if request.client else "unknown"
 
 
 def check_csrf(request: Request, supplied: str | None) -> None:
@@ -38,21 +46,44 @@ def check_csrf(request: Request, supplied: str | None) -> None:
 
 def optional_user(request: Request, db: SessionDep) -> User | None:
     """The caller, from a Bearer token or a browser session; None when anonymous."""
-    token = _bearer(request)
-    if token is not None:
-        user = user_for_token(db, token)
-        if user is None:
-            raise Unauthorized("invalid API token")
-        db.commit()
+    if _bearer(request) is not None:
+        return bearer_user(request, db)
+    user = browser_user(request, db)
+    if user is not None:
+        # A cookie rides along with cross-site requests; the token in the page does not.
+        if request.method in UNSAFE_METHODS:
+            check_csrf(request, request.headers.get(CSRF_HEADER))
         return user
-    if "session" in request.scope:
-        user_id = request.session.get(SESSION_USER_KEY)
-        if isinstance(user_id, int):
-            # A cookie rides along with cross-site requests; the token in the page does not.
-            if request.method in UNSAFE_METHODS:
-                check_csrf(request, request.headers.get(CSRF_HEADER))
-            return db.get(User, user_id)
     return None
+
+
+def bearer_user(request: Request, db: Session) -> User | None:
+    """The owner of the request's Bearer token; None without one, 401 for a wrong one."""
+    token = _bearer(request)
+    if token is None:
+        return None
+    limiter, client = get_failure_limiter(), client_address(request)
+    limiter.check(client)
+    row = find_token(db, token)
+    if row is None:
+        limiter.record_failure(client, what=f"invalid Bearer token on {request.method} "
+                                            f"{request.url.path}")
+        raise Unauthorized("invalid API token")
+    db.commit()
+    request.state.token_id = row.id
+    return row.user
+
+
+def browser_user(request: Request, db: Session) -> User | None:
+    """The user of the request's live browser session (no CSRF check here), or None."""
+    if "session" not in request.scope:
+        return None
+    key = request.session.get(SESSION_KEY)
+    row = find_session(db, key) if isinstance(key, str) else None
+    if row is None:
+        return None
+    request.state.token_id = row.token_id
+    return row.user
 
 
 def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, Field
 
+from app.auth import tokens
 from app.auth.deps import AdminUser, CurrentUser
 from app.auth.service import create_user
 from app.db import SessionDep
+from app.models import ApiToken
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -43,3 +45,51 @@ def post_user(body: UserCreate, db: SessionDep, _admin: AdminUser) -> UserCreate
 def get_me(user: CurrentUser) -> UserPublic:
     """The caller's account."""
     return UserPublic(username=user.username, is_admin=user.is_admin, created_at=user.created_at)
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=60, description="What the token is for.")
+
+
+class TokenPublic(BaseModel):
+    id: int
+    name: str
+    prefix: str | None = Field(description="The token's first characters; never the secret.")
+    created_at: datetime
+    last_used_at: datetime | None
+    current: bool = Field(description="This request was authenticated with it.")
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The secret: shown in this response only.")
+
+
+def _token_public(row: ApiToken, request: Request) -> TokenPublic:
+    return TokenPublic(id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at,
+                       last_used_at=row.last_used_at,
+                       current=getattr(request.state, "token_id", None) == row.id)
+
+
+@router.get("/tokens", response_model=list[TokenPublic], tags=["tokens"])
+def get_tokens(request: Request, db: SessionDep, user: CurrentUser) -> list[TokenPublic]:
+    """The caller's API tokens (names and prefixes, never the secrets)."""
+    return [_token_public(row, request) for row in tokens.list_tokens(db, user=user)]
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated, tags=["tokens"])
+def post_token(body: TokenCreate, request: Request, db: SessionDep,
+               user: CurrentUser) -> TokenCreated:
+    """Create a named API token; its secret is in this response and nowhere else."""
+    row, value = tokens.create_token(db, user=user, name=body.name)
+    db.commit()
+    return TokenCreated(**_token_public(row, request).model_dump(), token=value)
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
+def delete_token(db: SessionDep, user: CurrentUser,
+                 token_id: int = Path(ge=1, le=2**62)) -> Response:
+    """Revoke one of the caller's tokens: it stops working at once (so do browser sessions
+    signed in with it)."""
+    tokens.revoke_token(db, user=user, token_id=token_id)
+    db.commit()
+    return Response(status_code=204)

@@ -32,9 +32,15 @@ def issue_token(db: Session, *, user: User, name: str = "default",
                 value: str | None = None) -> str:
     """Store a new token for `user` and return its value (shown once)."""
     token = value or new_token_value()
-    db.add(ApiToken(user=user, token_hash=hash_token(token), name=name))
+    db.add(ApiToken(user=user, token_hash=hash_token(token), name=name,
+                    prefix=token_prefix(token)))
     db.flush()
     return token
+
+
+def token_prefix(token: str) -> str:
+    """What the token list shows of a token: its first 10 characters (never the secret)."""
+    return token[:len(TOKEN_PREFIX) + 7]
 
 
 def create_user(db: Session, *, username: str, is_admin: bool = False) -> tuple[User, str]:
@@ -54,13 +60,18 @@ def create_user(db: Session, *, username: str, is_admin: bool = False) -> tuple[
     return user, issue_token(db, user=user)
 
 
+def find_token(db: Session, token: str) -> ApiToken | None:
+    """The stored token whose value is `token` (its use is recorded), or None."""
+    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is not None:
+        row.last_used_at = utcnow()
+    return row
+
+
 def user_for_token(db: Session, token: str) -> User | None:
     """The user owning `token`, or None."""
-    row = db.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
-    if row is None:
-        return None
-    row.last_used_at = utcnow()
-    return row.user
+    row = find_token(db, token)
+    return None if row is None else row.user
 
 
 def ensure_admin(db: Session, *, token: str | None) -> str | None:

@@ -11,6 +11,7 @@ from app.cli.client_api import Api, Connection, die, normalize_url, out, write_c
 from app.cli.client_ml import register_ml
 from app.cli.client_registry import datasets, models
 from app.cli.client_repos import repos
+from app.cli.client_tokens import tokens
 from app.cli.client_trainings import register_trainings
 
 
@@ -41,3 +42,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(repos, name="repos", rich_help_panel="Client")
     app.add_typer(datasets, name="datasets", rich_help_panel="Client")
     app.add_typer(models, name="models", rich_help_panel="Client")
+    app.add_typer(tokens, name="tokens", rich_help_panel="Client")

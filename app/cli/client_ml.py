@@ -13,6 +13,7 @@ from rich.table import Table
 
 from app.cli import client_format as fmt
 from app.cli.client_api import SLOW_TIMEOUT, Api, TokenOption, UrlOption, connect, die, err, out
+from app.cli.client_registry import VisibilityFlag
 from app.cli.client_trainings import IdArg, JsonFlag
 
 POLL_S = 1.0
@@ -129,13 +130,12 @@ def publish(training_id: IdArg,
                 help="The model's name: it becomes models/<you>/<name>/.")],
             checkpoint: CheckpointOption = None,
             description: Annotated[str, typer.Option(help="A line about it.")] = "",
-            private: Annotated[bool, typer.Option(
-                "--private", help="Only you (and admins) may use it; public by default.")
-            ] = False,
+            public: VisibilityFlag = None,
             url: UrlOption = None, token: TokenOption = None) -> None:
     """Publish a Completed training's checkpoint as a model other trainings can start from."""
-    body: dict[str, Any] = {"name": name, "description": description,
-                            "is_public": not private}
+    body: dict[str, Any] = {"name": name, "description": description}
+    if public is not None:
+        body["is_public"] = public
     if checkpoint:
         body["checkpoint"] = checkpoint
     with connect(url, token) as api:

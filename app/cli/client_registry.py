@@ -61,8 +61,14 @@ def list_datasets(url: UrlOption = None, token: TokenOption = None) -> None:
         _table(api.get_json("/api/v1/datasets"), "datasets")
 
 
-PrivateFlag = Annotated[bool, typer.Option(
-    "--private", help="Only you (and admins) may use it; public by default.")]
+VisibilityFlag = Annotated[bool | None, typer.Option(
+    "--public/--private", help="Every user may use it, or only you (and admins). Default: "
+    "private; an admin's are public.", show_default=False)]
+
+
+def visibility_fields(public: bool | None) -> dict[str, str]:
+    """The form field for `--public/--private` (none: the server's default applies)."""
+    return {} if public is None else {"is_public": str(public).lower()}
 
 
 def _ready(kind: str, created: dict[str, Any]) -> None:
@@ -87,7 +93,7 @@ def import_dataset(
             help="With --from-url: the archive's expected SHA-256.")] = None,
         md5: Annotated[str | None, typer.Option(
             help="With --from-url: the archive's expected MD5.")] = None,
-        private: PrivateFlag = False,
+        public: VisibilityFlag = None,
         url: UrlOption = None, token: TokenOption = None) -> None:
     """Upload a dataset (a folder is packed as .tar.gz first), or import one on the server."""
     if on_server and from_url:
@@ -96,8 +102,9 @@ def import_dataset(
         die("--sha256/--md5 check a download: use them with --from-url")
     with connect(url, token) as api:
         if on_server or from_url:
-            body: dict[str, Any] = {"name": name, "is_public": not private,
-                                    "url" if from_url else "path": source}
+            body: dict[str, Any] = {"name": name, "url" if from_url else "path": source}
+            if public is not None:
+                body["is_public"] = public
             body.update({k: v for k, v in (("sha256", sha256), ("md5", md5)) if v})
             with err.status("importing on the server ..."):
                 created = api.request("POST", "/api/v1/datasets", timeout=SLOW_TIMEOUT,
@@ -107,7 +114,7 @@ def import_dataset(
             with upload_source(path) as archive:
                 filename = archive.name if archive == path else f"{name}.tar.gz"
                 created = post_files(api, "/api/v1/datasets",
-                                     data={"name": name, "is_public": str(not private).lower()},
+                                     data={"name": name, **visibility_fields(public)},
                                      files=[("archive", archive, filename)])
     _ready("dataset", created)
 
@@ -124,7 +131,7 @@ def upload_model(name: NameArg,
                  files: Annotated[list[Path], typer.Argument(
                      metavar="FILE...", help="Checkpoint files (.ckpt) and any others.")],
                  description: Annotated[str, typer.Option(help="A line about it.")] = "",
-                 private: PrivateFlag = False,
+                 public: VisibilityFlag = None,
                  url: UrlOption = None, token: TokenOption = None) -> None:
     """Upload checkpoint files as a model."""
     for f in files:
@@ -135,6 +142,38 @@ def upload_model(name: NameArg,
     with connect(url, token) as api:
         created = post_files(api, "/api/v1/models",
                              data={"name": name, "description": description,
-                                   "is_public": str(not private).lower()},
+                                   **visibility_fields(public)},
                              files=[("file", f, f.name) for f in files])
     _ready("model", created)
+
+
+FullNameArg = Annotated[str, typer.Argument(metavar="OWNER/NAME", help="e.g. alice/cifar10.")]
+ChoiceArg = Annotated[str, typer.Argument(metavar="public|private",
+                                          help="public: every user may use it; private: you.")]
+
+
+def _set_visibility(kind: str, full_name: str, choice: str, url: str | None,
+                    token: str | None) -> None:
+    if choice not in ("public", "private"):
+        die(f"say 'public' or 'private', not '{choice}'")
+    owner, _, name = full_name.partition("/")
+    if not owner or not name:
+        die(f"{full_name}: give it as OWNER/NAME")
+    with connect(url, token) as api:
+        api.request("PATCH", f"/api/v1/{kind}s/{owner}/{name}",
+                    json={"is_public": choice == "public"})
+    out.print(f"{kind} {owner}/{name} is now {choice}")
+
+
+@datasets.command("visibility")
+def dataset_visibility(full_name: FullNameArg, choice: ChoiceArg, url: UrlOption = None,
+                       token: TokenOption = None) -> None:
+    """Make one of your datasets public or private."""
+    _set_visibility("dataset", full_name, choice, url, token)
+
+
+@models.command("visibility")
+def model_visibility(full_name: FullNameArg, choice: ChoiceArg, url: UrlOption = None,
+                     token: TokenOption = None) -> None:
+    """Make one of your models public or private."""
+    _set_visibility("model", full_name, choice, url, token)

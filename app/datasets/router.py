@@ -12,7 +12,13 @@ from starlette.datastructures import UploadFile
 from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.datasets import service
-from app.datasets.schemas import DatasetImport, DatasetPublic, ModelPublic
+from app.datasets.schemas import (
+    VISIBILITY,
+    DatasetImport,
+    DatasetPublic,
+    ModelPublic,
+    VisibilityUpdate,
+)
 from app.db import SessionDep
 from app.errors import Forbidden, Invalid
 from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
@@ -26,18 +32,21 @@ _DATASET_BODY = {"requestBody": {"required": True, "content": {
                        "archive": {"type": "string", "format": "binary", "description":
                                    "cifar-10-binary.tar.gz, or a .zip/.tar.gz of "
                                    "train/<class>/* and test/<class>/* images"},
-                       "is_public": {"type": "boolean"}}}},
+                       "is_public": {"type": "boolean", "description": VISIBILITY}}}},
     "application/json": {"schema": DatasetImport.model_json_schema()}}}}
 
 _MODEL_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["name", "file"],
     "properties": {"name": {"type": "string"}, "description": {"type": "string"},
                    "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                   "is_public": {"type": "boolean"}}}}}}}
+                   "is_public": {"type": "boolean", "description": VISIBILITY}}}}}}}
 
 
-def _flag(value: object, default: bool = True) -> bool:
-    return default if not isinstance(value, str) else value.lower() not in ("0", "false", "no")
+def _flag(value: object) -> bool | None:
+    """A form's `is_public`: None when absent (the owner's default applies)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip().lower() not in ("0", "false", "no", "off")
 
 
 @router.post("/datasets", status_code=201, response_model=DatasetPublic,
@@ -101,6 +110,16 @@ def get_dataset(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Dat
     return service.dataset_public(service.get_dataset(db, owner=owner, name=name, user=user))
 
 
+@router.patch("/datasets/{owner}/{name}", response_model=DatasetPublic)
+def patch_dataset(owner: str, name: str, body: VisibilityUpdate, db: SessionDep,
+                  user: CurrentUser) -> DatasetPublic:
+    """Make a dataset public (every user may list and use it) or private (its owner only)."""
+    dataset = service.get_dataset(db, owner=owner, name=name, user=user)
+    service.set_visibility(dataset, user=user, is_public=body.is_public, kind="dataset")
+    db.commit()
+    return service.dataset_public(dataset)
+
+
 @router.delete("/datasets/{owner}/{name}", status_code=204)
 def delete_dataset(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a dataset and its files."""
@@ -145,6 +164,16 @@ def list_models(db: SessionDep, user: CurrentUser) -> list[ModelPublic]:
 def get_model(owner: str, name: str, db: SessionDep, user: CurrentUser) -> ModelPublic:
     """One model with its files."""
     return service.model_public(service.get_model(db, owner=owner, name=name, user=user))
+
+
+@router.patch("/models/{owner}/{name}", response_model=ModelPublic)
+def patch_model(owner: str, name: str, body: VisibilityUpdate, db: SessionDep,
+                user: CurrentUser) -> ModelPublic:
+    """Make a model public (every user may list and use it) or private (its owner only)."""
+    model = service.get_model(db, owner=owner, name=name, user=user)
+    service.set_visibility(model, user=user, is_public=body.is_public, kind="model")
+    db.commit()
+    return service.model_public(model)
 
 
 @router.delete("/models/{owner}/{name}", status_code=204)

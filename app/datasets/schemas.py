@@ -7,6 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+VISIBILITY = ("Who may list it and use it as a training input: true for every user, false for "
+              "its owner (and admins). Default: private, except for an admin's imports, "
+              "which are platform data and public.")
+
 
 class DatasetImport(BaseModel):
     """Import from the server's disk (`path`) or from the internet (`url`); admins only."""
@@ -17,7 +21,7 @@ class DatasetImport(BaseModel):
                             "official cifar-10-binary.tar.gz.")
     sha256: str | None = None
     md5: str | None = None
-    is_public: bool = True
+    is_public: bool | None = Field(default=None, description=VISIBILITY)
 
 
 class DatasetPublic(BaseModel):
@@ -29,6 +33,12 @@ class DatasetPublic(BaseModel):
     size_bytes: int
     info: dict[str, Any]
     created_at: datetime
+
+
+class VisibilityUpdate(BaseModel):
+    """Make a dataset or model public or private."""
+
+    is_public: bool = Field(description=VISIBILITY)
 
 
 class ModelFile(BaseModel):

@@ -31,8 +31,14 @@ def _refuse_duplicate(db: Session, table: type[Dataset] | type[Model], owner: Us
                        "another name", code=f"duplicate_{kind}")
 
 
+def default_visibility(owner: User, is_public: bool | None) -> bool:
+    """Private unless asked otherwise; an admin's datasets and models are the platform's and
+    public unless asked otherwise (the shared CIFAR-10 every sample config reads)."""
+    return owner.is_admin if is_public is None else is_public
+
+
 def import_dataset_file(db: Session, *, owner: User, name: str, source: Path,
-                        is_public: bool = True, field: str = "archive") -> Dataset:
+                        is_public: bool | None = None, field: str = "archive") -> Dataset:
     """Import a folder or archive as `datasets/<owner>/<name>/` (atomic; caller commits)."""
     check_name(name, what="dataset")
     _refuse_duplicate(db, Dataset, owner, name, "dataset")
@@ -42,7 +48,8 @@ def import_dataset_file(db: Session, *, owner: User, name: str, source: Path,
                        "another name", code="duplicate_dataset")
     dest.parent.mkdir(parents=True, exist_ok=True)
     info = import_dataset(source, dest, max_bytes=get_settings().max_dataset_bytes, field=field)
-    dataset = Dataset(owner_id=owner.id, name=name, is_public=is_public, format=info.format,
+    dataset = Dataset(owner_id=owner.id, name=name, is_public=default_visibility(owner, is_public),
+                      format=info.format,
                       info=info.model_dump(mode="json"), size_bytes=info.bytes)
     db.add(dataset)
     try:
@@ -100,9 +107,19 @@ def _get(db: Session, table: type[_Entry], *, owner: str, name: str, user: User,
     return row
 
 
-def _delete(db: Session, row: Dataset | Model, folder: Path, *, user: User, kind: str) -> None:
+def _require_owner(row: Dataset | Model, user: User, *, kind: str, action: str) -> None:
     if not (user.is_admin or row.owner_id == user.id):
-        raise Forbidden(f"only the owner may delete a {kind}")
+        raise Forbidden(f"only the owner may {action} a {kind}")
+
+
+def set_visibility(row: Dataset | Model, *, user: User, is_public: bool, kind: str) -> None:
+    """Make a dataset or model public or private (its owner or an admin)."""
+    _require_owner(row, user, kind=kind, action="change the visibility of")
+    row.is_public = is_public
+
+
+def _delete(db: Session, row: Dataset | Model, folder: Path, *, user: User, kind: str) -> None:
+    _require_owner(row, user, kind=kind, action="delete")
     db.delete(row)
     db.flush()
     storage.remove_tree(folder)
@@ -133,7 +150,7 @@ def dataset_public(row: Dataset) -> DatasetPublic:
 
 
 def create_model(db: Session, *, owner: User, name: str, files: list[tuple[str, Path]],
-                 description: str = "", is_public: bool = True,
+                 description: str = "", is_public: bool | None = None,
                  source_training_id: int | None = None) -> Model:
     """Register `models/<owner>/<name>/` holding `files` (moved into place atomically)."""
     check_name(name, what="model")
@@ -158,7 +175,8 @@ def create_model(db: Session, *, owner: User, name: str, files: list[tuple[str, 
     except BaseException:
         storage.remove_tree(stage)
         raise
-    model = Model(owner_id=owner.id, name=name, description=description, is_public=is_public,
+    model = Model(owner_id=owner.id, name=name, description=description,
+                  is_public=default_visibility(owner, is_public),
                   source_training_id=source_training_id, size_bytes=total,
                   info={"files": sorted(os.path.basename(f) for f, _ in files)})
     db.add(model)

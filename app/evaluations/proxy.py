@@ -19,8 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
-from app.auth.deps import SESSION_USER_KEY, UNSAFE_METHODS
-from app.auth.service import user_for_token
+from app.auth.deps import UNSAFE_METHODS, bearer_user, browser_user
 from app.db import get_sessionmaker
 from app.errors import AppError, Forbidden, NotFound, Unauthorized
 from app.evaluations import service
@@ -42,17 +41,11 @@ Lookup = Callable[[Session, User], tuple[Subject, Evaluation | None]]
 
 
 def _caller(db: Session, request: Request) -> User | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        user = user_for_token(db, token.strip())
-        if user is None:
-            raise Unauthorized("invalid API token")
-        db.commit()
+    user = bearer_user(request, db)
+    if user is not None:
         return user
-    if "session" not in request.scope:
-        return None
-    user_id = request.session.get(SESSION_USER_KEY)
-    if not isinstance(user_id, int):
+    user = browser_user(request, db)
+    if user is None:
         return None
     # Aim's scripts cannot send Trainyard's CSRF token: a session's unsafe request must come
     # from this origin instead (browsers always send Origin with those).
@@ -60,7 +53,7 @@ def _caller(db: Session, request: Request) -> User | None:
         origin = urlsplit(request.headers.get("origin", ""))
         if origin.netloc != request.headers.get("host"):
             raise Forbidden("cross-origin request refused", code="csrf_failed")
-    return db.get(User, user_id)
+    return user
 
 
 def _is_page(request: Request) -> bool:

@@ -73,4 +73,5 @@ class PublishRequest(BaseModel):
     checkpoint: str | None = Field(None, description="A checkpoint path or file name; the "
                                    "default (best.ckpt, else the newest) when omitted.")
     description: str = Field("", max_length=200)
-    is_public: bool = True
+    is_public: bool | None = Field(None, description="Everyone may use the model (true) or "
+                                   "only you (false, the default; an admin's are public).")

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app import storage
 from app.config import get_settings
+from app.datasets.service import default_visibility
 from app.errors import Conflict, Invalid
 from app.inference.images import DecodedImage, decode_image
 from app.inference.manager import PredictorManager, PredictorSpec
@@ -168,7 +169,7 @@ def decode_timed(data: bytes) -> tuple[DecodedImage, float]:
 
 def publish_checkpoint(db: Session, *, training: Training, user: User, name: str,
                        checkpoint: str | None, description: str = "",
-                       is_public: bool = True) -> Model:
+                       is_public: bool | None = None) -> Model:
     """Register a checkpoint of a Completed training as `models/<user>/<name>/best.ckpt`.
 
     The row is flushed first, so the unique (owner, name) is claimed under the database's lock
@@ -185,8 +186,9 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
                          "another name", code="duplicate_model")
     if db.scalar(select(Model.id).where(Model.owner_id == user.id, Model.name == name)):
         raise duplicate
-    model = Model(owner_id=user.id, name=name, description=description, is_public=is_public,
-                  source_training_id=training.id, size_bytes=chosen.file.stat().st_size,
+    model = Model(owner_id=user.id, name=name, description=description,
+                  is_public=default_visibility(user, is_public), source_training_id=training.id,
+                  size_bytes=chosen.file.stat().st_size,
                   info={"files": [BEST_CHECKPOINT],
                         "source": {"training_id": training.id, "repo": training.repo.full_name,
                                    "job_name": training.job_name, "checkpoint": chosen.path}})

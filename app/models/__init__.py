@@ -5,7 +5,7 @@ from app.models.evaluation import Evaluation
 from app.models.registry import Dataset, Model
 from app.models.repo import Repository
 from app.models.training import UNFINISHED, Training, TrainingStatus
-from app.models.user import ApiToken, User
+from app.models.user import ApiToken, User, WebSession
 
 __all__ = ["UNFINISHED", "ApiToken", "Base", "Dataset", "Evaluation", "Model", "Repository",
-           "Training", "TrainingStatus", "User"]
+           "Training", "TrainingStatus", "User", "WebSession"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import mimetypes
-
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -14,6 +12,7 @@ from app.config import get_settings
 from app.db import SessionDep
 from app.errors import Invalid, TooLarge
 from app.evaluations.manager import stop_repo_evaluation, stop_training_evaluation
+from app.headers import user_file_response
 from app.repos import service
 from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic
 from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
@@ -90,13 +89,9 @@ async def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) 
 @router.get("/{owner}/{name}/files/{path:path}", response_class=FileResponse)
 def read_file(owner: str, name: str, path: str, db: SessionDep,
               user: CurrentUser) -> FileResponse:
-    """Download one file of the repository."""
+    """One file of the repository: text as `text/plain`, anything else as a download."""
     repo = service.get_repo(db, owner=owner, name=name, user=user)
-    file = service.read_file(repo, path)
-    media = mimetypes.guess_type(file.name)[0]
-    if media is None or file.suffix in (".py", ".json", ".txt", ".md", ".cfg", ".yaml", ".yml"):
-        media = "text/plain; charset=utf-8"
-    return FileResponse(file, media_type=media)
+    return user_file_response(service.read_file(repo, path))
 
 
 @router.put("/{owner}/{name}/files/{path:path}", response_model=FileWritten,

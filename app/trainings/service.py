@@ -57,7 +57,9 @@ def _check_inputs(db: Session, user: User, cfg: TrainingConfig) -> None:
                             .where(User.username == ref.owner, Model.name == ref.name))
         label = f"{ref.kind}/{ref.owner}/{ref.name}"
         if row is None or not (row.is_public or row.owner_id == user.id or user.is_admin):
-            problems.append({"field": field, "message": f"{label} does not exist"})
+            # The same words either way: a private input's existence is not revealed.
+            problems.append({"field": field,
+                             "message": f"{label} does not exist or is not yours"})
             continue
         root = (storage.dataset_dir if ref.kind == "datasets" else storage.model_dir)(
             ref.owner, ref.name)

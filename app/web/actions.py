@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from app.auth.service import user_for_token
+from app.auth.deps import client_address
+from app.auth.ratelimit import get_failure_limiter
+from app.auth.service import find_token
 from app.config import get_settings
 from app.db import SessionDep
-from app.errors import AppError, Forbidden
+from app.errors import AppError, Forbidden, TooManyRequests
 from app.models import User
 from app.repos import service as repos
 from app.uploads import discard_upload, form_file, form_text, save_upload
@@ -45,20 +48,42 @@ async def login(request: Request, db: SessionDep) -> Response:
         check_form_csrf(request, supplied)
     except Forbidden:
         return render(request, "login.html", {"next": target, "error": EXPIRED}, status=403)
-    user = user_for_token(db, token) if token else None
-    if user is None:
-        message = ("Enter your API token." if not token else
-                   "That token is not valid. Check for missing characters, or ask an admin "
-                   "for a new one.")
-        return render(request, "login.html", {"next": target, "error": message},
-                      status=422 if not token else 401)
+    limiter, client = get_failure_limiter(), client_address(request)
+    try:
+        await run_in_threadpool(limiter.check, client)
+    except TooManyRequests as exc:
+        page = render(request, "login.html", {"next": target, "error": exc.detail}, status=429)
+        page.headers["Retry-After"] = str(exc.retry_after_s)
+        return page
+    if token:
+        signed_in: bool = await run_in_threadpool(_sign_in_with, request, db, token)
+        if signed_in:
+            return RedirectResponse(target, status_code=303)
+        await run_in_threadpool(limiter.record_failure, client, what="failed sign-in")
+    message = ("Enter your API token." if not token else
+               "That token is not valid. Check for missing characters, or ask an admin "
+               "for a new one.")
+    return render(request, "login.html", {"next": target, "error": message},
+                  status=422 if not token else 401)
+
+
+def _sign_in_with(request: Request, db: Session, token: str) -> bool:
+    """Start a session for the owner of `token` (False when no user has it)."""
+    row = find_token(db, token)
+    if row is None:
+        return False
+    sign_in(request, db, user=row.user, token=row)
     db.commit()
-    sign_in(request, user)
-    return RedirectResponse(target, status_code=303)
+    return True
+
+
+def _sign_out(request: Request, db: Session) -> None:
+    sign_out(request, db)
+    db.commit()
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+async def logout(request: Request, db: SessionDep) -> Response:
     """End the browser session."""
     async with request.form(max_files=0, max_fields=2) as form:
         supplied = form.get(CSRF_FORM_FIELD)
@@ -66,7 +91,7 @@ async def logout(request: Request) -> Response:
         check_form_csrf(request, supplied)
     except Forbidden:
         return RedirectResponse("/", status_code=303)
-    sign_out(request)
+    await run_in_threadpool(_sign_out, request, db)
     return RedirectResponse("/login", status_code=303)
 
 

@@ -13,6 +13,7 @@ from app import storage
 from app.config import get_settings
 from app.db import SessionDep
 from app.errors import AppError
+from app.headers import TEXT_PLAIN, USER_CONTENT_HEADERS
 from app.models import Repository, Training, User
 from app.repos import service as repos
 from app.repos.schemas import RepoDetail, RepoFile, RepoPublic
@@ -151,6 +152,6 @@ def download_log(training_id: int, request: Request, db: SessionDep) -> Response
     _user, training = found
     path = storage.training_log(training.id)
     if not path.exists():
-        return Response(b"", media_type="text/plain; charset=utf-8")
-    return FileResponse(path, media_type="text/plain; charset=utf-8",
+        return Response(b"", media_type=TEXT_PLAIN, headers=USER_CONTENT_HEADERS)
+    return FileResponse(path, media_type=TEXT_PLAIN, headers=USER_CONTENT_HEADERS,
                         filename=f"{training.job_name}-{training.id}.log")

@@ -10,12 +10,12 @@ from fastapi import FastAPI, Request
 from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
 
-from app.auth.deps import CSRF_SESSION_KEY, SESSION_USER_KEY, check_csrf
+from app.auth.deps import CSRF_SESSION_KEY, SESSION_KEY, check_csrf
+from app.auth.sessions import SESSION_MAX_AGE_S, end_session, start_session, user_for_session
 from app.config import get_settings
-from app.models import User
+from app.models import ApiToken, User
 
 SESSION_COOKIE = "trainyard_session"
-SESSION_MAX_AGE_S = 14 * 24 * 3600
 CSRF_FORM_FIELD = "csrf_token"
 FLASH_KEY = "flash"
 
@@ -27,10 +27,12 @@ def _fallback_secret() -> str:
 
 
 def install_sessions(app: FastAPI) -> None:
-    """Add the signed session cookie (HTTP on localhost, SameSite=Lax)."""
-    secret = get_settings().session_secret or _fallback_secret()
+    """Add the signed session cookie (HttpOnly, SameSite=Lax, Secure when configured)."""
+    settings = get_settings()
+    secret = settings.session_secret or _fallback_secret()
     app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_MAX_AGE_S, same_site="lax", https_only=False)
+                       max_age=SESSION_MAX_AGE_S, same_site="lax",
+                       https_only=settings.secure_cookies)
 
 
 def csrf_token(request: Request) -> str:
@@ -48,25 +50,28 @@ def check_form_csrf(request: Request, supplied: Any) -> None:
 
 
 def session_user(request: Request, db: Session) -> User | None:
-    """The signed-in user of this browser, or None."""
-    user_id = request.session.get(SESSION_USER_KEY)
-    if not isinstance(user_id, int):
+    """The signed-in user of this browser, or None (also after sign-out or expiry)."""
+    key = request.session.get(SESSION_KEY)
+    if not isinstance(key, str):
         return None
-    user = db.get(User, user_id)
+    user = user_for_session(db, key)
     if user is None:
-        request.session.pop(SESSION_USER_KEY, None)
+        request.session.pop(SESSION_KEY, None)
     return user
 
 
-def sign_in(request: Request, user: User) -> None:
-    """Start a fresh session for `user` (a new CSRF token too)."""
+def sign_in(request: Request, db: Session, *, user: User, token: ApiToken | None) -> None:
+    """Start a fresh session for `user`, recorded on the server (a new CSRF token too)."""
     request.session.clear()
-    request.session[SESSION_USER_KEY] = user.id
+    request.session[SESSION_KEY] = start_session(db, user=user, token=token)
     csrf_token(request)
 
 
-def sign_out(request: Request) -> None:
-    """Forget the session."""
+def sign_out(request: Request, db: Session) -> None:
+    """End the session on the server and forget it in the browser."""
+    key = request.session.get(SESSION_KEY)
+    if isinstance(key, str):
+        end_session(db, key)
     request.session.clear()
 
 
