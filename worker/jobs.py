@@ -20,10 +20,10 @@ from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus
 from app.models.base import utcnow
-from app.procs import envs, supervise
+from app.procs import envs, sandbox, supervise
 from app.procs.environ import build_env
 from app.trainings.config_rules import parse_input_url
-from app.trainings.runtimes import get_runtime
+from app.trainings.runtimes import get_flavor, get_runtime, sandbox_limits, sandbox_network
 from app.trainings.service import finish
 from worker import runner
 
@@ -116,7 +116,11 @@ def _input_path(input_url: str) -> Path:
 
 
 def prepare(training: Training, *, log_path: Path) -> PreparedRun:
-    """Resolve inputs and outputs to local paths, pick the interpreter, build argv and env."""
+    """Resolve inputs and outputs to local paths, pick the interpreter, build argv and env.
+
+    In the sandbox (see docs/security.md) the run sees the same paths, read-only except its
+    output folders and its HOME, which are handed to the sandbox uid.
+    """
     cfg = training.config
     workspace = storage.training_workspace(training.id)
     code_dir = workspace / PurePosixPath(training.code_dir)
@@ -125,11 +129,15 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
         raise PrepareError(f"boot file {training.code_dir}{training.boot_file} is missing "
                            "from the code snapshot")
     args: list[tuple[str, str]] = [(h["name"], str(h["value"])) for h in cfg["hypeparameters"]]
-    args += [(x["name"], str(_input_path(x["input_url"]))) for x in cfg["inputs"]]
+    inputs = [(x["name"], _input_path(x["input_url"])) for x in cfg["inputs"]]
+    args += [(name, str(path)) for name, path in inputs]
+    outputs: list[Path] = []
     for out in cfg["outputs"]:
         folder = workspace / PurePosixPath(out["output_dir"])
         folder.mkdir(parents=True, exist_ok=True)
+        outputs.append(folder)
         args.append((out["name"], str(folder) + "/"))
+    sandboxed = sandbox.require().enabled
     runtime = get_runtime(training.runtime)
     python = runtime.python
     requirements = boot.parent / REQUIREMENTS_FILE
@@ -137,17 +145,26 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
         try:
             python = envs.python_for_requirements(
                 requirements, base_python=runtime.python, cache_dir=storage.envs_dir(),
-                log_path=log_path)
+                log_path=log_path, sandboxed=sandboxed)
         except envs.RequirementsError as exc:
             raise PrepareError(str(exc)) from exc
-    env = build_env(cfg["env_variables"], home=storage.training_dir(training.id) / "home",
-                           runtime_is_mindspore=runtime.framework_type == "MindSpore",
-                           python=python)
+    home = storage.training_dir(training.id) / "home"
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    env = build_env(cfg["env_variables"], home=home,
+                    runtime_is_mindspore=runtime.framework_type == "MindSpore", python=python)
+    spec = None
+    if sandboxed:
+        sandbox.make_writable(home, *outputs)
+        flavor = get_flavor(training.flavor)
+        spec = sandbox.SandboxSpec(
+            cwd=boot.parent, pythons=(runtime.python, python),
+            ro_paths=(workspace, *(path for _, path in inputs)), rw_paths=(*outputs, home),
+            network=sandbox_network(flavor), limits=sandbox_limits(flavor))
     settings = get_settings()
-    spec = runner.RunSpec(argv=runner.build_argv(python, boot, args), cwd=boot.parent, env=env,
-                          log_path=log_path, timeout_s=settings.training_timeout_s,
-                          grace_s=settings.terminate_grace_s)
-    return PreparedRun(spec=spec, python=python)
+    run_spec = runner.RunSpec(argv=runner.build_argv(python, boot, args), cwd=boot.parent,
+                              env=env, log_path=log_path, timeout_s=settings.training_timeout_s,
+                              grace_s=settings.terminate_grace_s, sandbox=spec)
+    return PreparedRun(spec=run_spec, python=python)
 
 
 class StopCheck:
