@@ -23,6 +23,7 @@ from app.config import get_settings
 from app.procs import envs, sandbox, supervise
 from app.procs.environ import build_env
 from app.procs.tree import kill_process_tree
+from tests.sandboxing import require_sandbox
 from worker import runner
 from worker.runner import Outcome, RunSpec, build_argv
 
@@ -39,9 +40,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture
 def works() -> None:
-    ok, why = sandbox.probe()
-    if not ok:
-        pytest.skip(f"the sandbox cannot run on this machine: {why}")
+    require_sandbox()
 
 
 def write(path: Path, code: str) -> Path:
