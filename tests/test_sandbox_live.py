@@ -71,7 +71,7 @@ found = {
                 "root": attempt(lambda: sorted(os.listdir("/")))},
     "writes": {rel: attempt(lambda rel=rel: (data / rel).write_text("pwned")) for rel in (
         other_repo, other_snapshot, "planted.txt")},
-    "own_code": attempt(lambda: (Path(__file__).parent / "planted.py").write_text("pwned")),
+    "own_snapshot": attempt(lambda: (Path(__file__).parent / "db" / "x").parent.mkdir()),
     "connect": {name: attempt(lambda port=port: connect(port)) for name, port in (
         ("redis", a.redis_port), ("postgres", 5432), ("api", a.api_port))},
     "kill_pid_1": attempt(lambda: os.kill(1, 9)),
@@ -146,7 +146,7 @@ def test_a_probe_training_finds_every_door_shut(live: Live, victim: tuple[str, i
     assert found["listing"]["trainings"] == f"ok: [{str(tid)!r}]"
     assert "FileNotFoundError" in found["writes"].values()
     assert not any(v.startswith("ok") for v in found["writes"].values()), found["writes"]
-    assert found["own_code"] == "OSError"
+    assert found["own_snapshot"] == "ok: None"  # its private copy, as on Xihe
     victim_repo, victim_tid = victim
     for victim_code in (live.data_dir / "repos" / victim_repo / "code" / "main.py",
                         live.data_dir / "trainings" / str(victim_tid) / "workspace/code/main.py"):

@@ -118,8 +118,9 @@ def _input_path(input_url: str) -> Path:
 def prepare(training: Training, *, log_path: Path) -> PreparedRun:
     """Resolve inputs and outputs to local paths, pick the interpreter, build argv and env.
 
-    In the sandbox (see docs/security.md) the run sees the same paths, read-only except its
-    output folders and its HOME, which are handed to the sandbox uid.
+    In the sandbox (see docs/security.md) the run sees the same paths: its inputs read-only,
+    its workspace (the code snapshot taken for this training alone, holding its output
+    folders) and its HOME read-write, handed to the sandbox uid.
     """
     cfg = training.config
     workspace = storage.training_workspace(training.id)
@@ -131,11 +132,9 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
     args: list[tuple[str, str]] = [(h["name"], str(h["value"])) for h in cfg["hypeparameters"]]
     inputs = [(x["name"], _input_path(x["input_url"])) for x in cfg["inputs"]]
     args += [(name, str(path)) for name, path in inputs]
-    outputs: list[Path] = []
     for out in cfg["outputs"]:
         folder = workspace / PurePosixPath(out["output_dir"])
         folder.mkdir(parents=True, exist_ok=True)
-        outputs.append(folder)
         args.append((out["name"], str(folder) + "/"))
     sandboxed = sandbox.require().enabled
     runtime = get_runtime(training.runtime)
@@ -154,11 +153,13 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
                     runtime_is_mindspore=runtime.framework_type == "MindSpore", python=python)
     spec = None
     if sandboxed:
-        sandbox.make_writable(home, *outputs)
+        # Programs write next to their code (./output, ./db, MindSpore's dumps), as on Xihe:
+        # the snapshot is this training's private copy, so it may.
+        sandbox.make_writable(workspace, home)
         flavor = get_flavor(training.flavor)
         spec = sandbox.SandboxSpec(
             cwd=boot.parent, pythons=(runtime.python, python),
-            ro_paths=(workspace, *(path for _, path in inputs)), rw_paths=(*outputs, home),
+            ro_paths=tuple(path for _, path in inputs), rw_paths=(workspace, home),
             network=sandbox_network(flavor), limits=sandbox_limits(flavor))
     settings = get_settings()
     run_spec = runner.RunSpec(argv=runner.build_argv(python, boot, args), cwd=boot.parent,
