@@ -58,12 +58,8 @@ def _bootstrap_admin(data_dir: Path) -> str:
 
 def _start_redis(sup: Supervisor, data_dir: Path) -> str:
     """Start the embedded Redis with a generated password (kept in data_dir, mode 600)."""
-    from app.cli.supervisor import (
-        free_port,
-        read_or_create_secret,
-        redis_server_binary,
-        write_redis_config,
-    )
+    from app.cli.supervisor import read_or_create_secret, redis_server_binary, write_redis_config
+    from app.procs.ports import free_port
 
     port = free_port()
     redis_dir = data_dir / "redis"
