@@ -19,6 +19,7 @@ from app.db import SessionDep, get_sessionmaker
 from app.evaluations.manager import stop_training_evaluation
 from app.inference.service import get_manager as get_predictors
 from app.models import Training, TrainingStatus
+from app.params import TrainingId
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
 from app.trainings import outputs, service
@@ -92,13 +93,13 @@ def list_trainings(owner: str, name: str, db: SessionDep,
 
 
 @router.get("/trainings/{training_id}", response_model=TrainingPublic)
-def get_training(training_id: int, db: SessionDep, user: CurrentUser) -> TrainingPublic:
+def get_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> TrainingPublic:
     """A training's status, timestamps, duration, config and error."""
     return service.to_public(service.get_training(db, training_id, user=user))
 
 
 @router.post("/trainings/{training_id}/terminate", status_code=202, response_model=Accepted)
-def terminate_training(training_id: int, db: SessionDep, user: CurrentUser) -> Accepted:
+def terminate_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Accepted:
     """Stop a training: queued ones end at once, running ones go through Terminating."""
     training = service.get_training(db, training_id, user=user)
     service.request_termination(db, training, user=user)
@@ -107,7 +108,7 @@ def terminate_training(training_id: int, db: SessionDep, user: CurrentUser) -> A
 
 
 @router.delete("/trainings/{training_id}", status_code=204)
-async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -> Response:
+async def delete_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a training and its files; a running one is terminated first."""
     training = await run_in_threadpool(service.get_training, db, training_id, user=user)
     if not training.state.finished:
@@ -133,7 +134,7 @@ async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -
 
 @router.get("/trainings/{training_id}/log", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
-def get_log(training_id: int, db: SessionDep, user: CurrentUser,
+def get_log(training_id: TrainingId, db: SessionDep, user: CurrentUser,
             offset: int = Query(0, description="First byte; negative counts from the end."),
             limit: int = Query(1024 * 1024, ge=1, le=16 * 1024 * 1024)) -> Response:
     """The log as plain text from byte `offset` (at most `limit` bytes)."""
@@ -154,7 +155,7 @@ _statuses = SharedStatus(_read_status)
 
 
 @router.get("/trainings/{training_id}/log/stream")
-async def stream_log(training_id: int, request: Request, user: CurrentUser,
+async def stream_log(training_id: TrainingId, request: Request, user: CurrentUser,
                      offset: int = Query(0, ge=0)) -> EventSourceResponse:
     """Server-Sent Events following the log until the training ends (resume: Last-Event-ID)."""
     sessions = get_sessionmaker()
@@ -176,13 +177,13 @@ async def stream_log(training_id: int, request: Request, user: CurrentUser,
 
 
 @router.get("/trainings/{training_id}/outputs", response_model=list[OutputFile])
-def get_outputs(training_id: int, db: SessionDep, user: CurrentUser) -> list[OutputFile]:
+def get_outputs(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> list[OutputFile]:
     """Files the training wrote to its outputs (checkpoints flagged)."""
     return outputs.list_outputs(service.get_training(db, training_id, user=user))
 
 
 @router.get("/trainings/{training_id}/outputs/{path:path}", response_model=None)
-def download_output(training_id: int, path: str, db: SessionDep,
+def download_output(training_id: TrainingId, path: str, db: SessionDep,
                     user: CurrentUser) -> FileResponse | StreamingResponse:
     """Download one output file, or a whole output folder as a streamed .tar.gz."""
     training = service.get_training(db, training_id, user=user)

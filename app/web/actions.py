@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
@@ -92,8 +93,9 @@ async def fork_sample(request: Request, db: SessionDep) -> Response:
         name, supplied = _text(form, "name"), form.get(CSRF_FORM_FIELD)
     try:
         check_form_csrf(request, supplied)
-        repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
-        db.commit()
+        repo = await run_in_threadpool(repos.fork_template, db, owner=user, name=name,
+                                       template="resnet50")
+        await run_in_threadpool(db.commit)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="fork", name=name, exc=exc)
     flash(request, f"Forked the ResNet50 sample into {repo.full_name}.")
@@ -116,8 +118,9 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
                                         max_bytes=get_settings().max_repo_bytes,
                                         field="archive")
         try:
-            repo = repos.create_from_archive(db, owner=user, name=name, archive=archive)
-            db.commit()
+            repo = await run_in_threadpool(repos.create_from_archive, db, owner=user, name=name,
+                                           archive=archive)
+            await run_in_threadpool(db.commit)
         finally:
             discard_upload(archive)
     except AppError as exc:
