@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import storage
+from app import safe_files, storage
 from app.config import get_settings
 from app.errors import Conflict, Invalid
 from app.inference.images import DecodedImage, decode_image
@@ -181,12 +181,25 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
         raise Conflict(f"training {training.id} is {training.status}; only a Completed "
                        "training's checkpoint can be published", code="training_not_completed")
     chosen = choose_checkpoint(training, checkpoint)
+    # The copy reads the descriptor that was checked: a link swapped in later is not followed.
+    fd, info = safe_files.open_file(storage.training_workspace(training.id), chosen.path,
+                                    field="checkpoint")
+    try:
+        return _publish_open(db, training=training, user=user, name=name, chosen=chosen,
+                             fd=fd, size=info.st_size, description=description,
+                             is_public=is_public)
+    finally:
+        os.close(fd)
+
+
+def _publish_open(db: Session, *, training: Training, user: User, name: str, chosen: Checkpoint,
+                  fd: int, size: int, description: str, is_public: bool) -> Model:
     duplicate = Conflict(f"model '{user.username}/{name}' already exists; delete it or choose "
                          "another name", code="duplicate_model")
     if db.scalar(select(Model.id).where(Model.owner_id == user.id, Model.name == name)):
         raise duplicate
     model = Model(owner_id=user.id, name=name, description=description, is_public=is_public,
-                  source_training_id=training.id, size_bytes=chosen.file.stat().st_size,
+                  source_training_id=training.id, size_bytes=size,
                   info={"files": [BEST_CHECKPOINT],
                         "source": {"training_id": training.id, "repo": training.repo.full_name,
                                    "job_name": training.job_name, "checkpoint": chosen.path}})
@@ -199,7 +212,7 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
     dest = storage.model_dir(user.username, name)
     stage = storage.staging_dir("model-")
     try:
-        shutil.copyfile(chosen.file, stage / BEST_CHECKPOINT)
+        safe_files.copy_out(os.dup(fd), stage / BEST_CHECKPOINT)
         storage.remove_tree(dest)  # left by a publish whose commit failed: no row owns it
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage.rename(dest)

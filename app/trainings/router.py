@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
-from app import storage
+from app import safe_files, storage
 from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.db import SessionDep, get_sessionmaker
@@ -182,17 +183,24 @@ def get_outputs(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> l
     return outputs.list_outputs(service.get_training(db, training_id, user=user))
 
 
-@router.get("/trainings/{training_id}/outputs/{path:path}", response_model=None)
+@router.get("/trainings/{training_id}/outputs/{path:path}", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {},
+                                         "application/gzip": {}}}})
 def download_output(training_id: TrainingId, path: str, db: SessionDep,
-                    user: CurrentUser) -> FileResponse | StreamingResponse:
+                    user: CurrentUser) -> StreamingResponse:
     """Download one output file, or a whole output folder as a streamed .tar.gz."""
     training = service.get_training(db, training_id, user=user)
     target = outputs.resolve_output(training, path)
-    if target.is_file():
-        return FileResponse(target, filename=target.name,
-                            media_type="application/octet-stream")
-    name = f"training-{training.id}-{target.name}"
-    return StreamingResponse(outputs.stream_tar_gz(target, arcname=target.name),
+    if target.fd is not None and target.info is not None:
+        return StreamingResponse(safe_files.read_chunks(target.fd),
+                                 media_type="application/octet-stream", headers={
+                                     "Content-Length": str(target.info.st_size),
+                                     "Content-Disposition": _attachment(target.rel.name)})
+    name = f"training-{training.id}-{target.rel.name}"
+    return StreamingResponse(outputs.stream_tar_gz(training, target.rel, arcname=target.rel.name),
                              media_type="application/gzip",
-                             headers={"Content-Disposition":
-                                      f'attachment; filename="{name}.tar.gz"'})
+                             headers={"Content-Disposition": _attachment(f"{name}.tar.gz")})
+
+
+def _attachment(filename: str) -> str:
+    return f"attachment; filename*=utf-8''{quote(filename)}"

@@ -1,0 +1,123 @@
+"""A training that plants links in its workspace: the platform follows none of them.
+
+The boot file makes its log_url folder and its second output folder symbolic links into another
+user's repository, and puts in its outputs a symbolic link and a hard link to files outside
+them, plus a fake Aim repository reached through a link. Nothing outside is then listed,
+served, written, evaluated or published, and each refusal names the path (a 4xx, never a 500).
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from typing import Any
+
+import httpx
+
+from tests.live import Live, unique
+from tests.repo_files import config, create_repo, submit
+
+PLANT = '''
+import argparse, os, pathlib
+p = argparse.ArgumentParser()
+p.add_argument("--output_url")
+p.add_argument("--second_url")
+p.add_argument("--victim")
+a, _ = p.parse_known_args()
+out, second = pathlib.Path(a.output_url), pathlib.Path(a.second_url)
+ws = out.parent
+(out / "model.ckpt").write_bytes(b"real weights")
+# Relative targets: followed by the platform, they land in its data dir.
+(out / "secret.txt").symlink_to("../../../../session-secret")
+(out / "stolen.ckpt").symlink_to("../../../../session-secret")
+try:
+    os.link(ws.parent.parent.parent / "session-secret", out / "hard.ckpt")
+except OSError:  # a sandbox hides the data dir: a second name of an own file is refused too
+    (ws / "mine.bin").write_bytes(b"x")
+    os.link(ws / "mine.bin", out / "hard.ckpt")
+(out / "victim").symlink_to("../../../../repos/" + a.victim)
+second.rmdir()
+second.symlink_to("../../../repos/" + a.victim)
+(ws / "logs").symlink_to("../../../repos/" + a.victim)
+(ws / "aimlink").symlink_to("../../../repos/" + a.victim)
+(ws / "db" / ".aim" / "meta").mkdir(parents=True)
+(ws / "db" / ".aim" / "meta" / "chunks").symlink_to("../../../../../../repos/" + a.victim)
+print("planted", flush=True)
+'''
+
+
+def _victim(live: Live) -> tuple[str, httpx.Client, dict[str, Any]]:
+    _, client = live.new_user("v")
+    repo = create_repo(client, {"README.md": "mine", "code/x.py": "print(1)"})
+    files = client.get(f"/api/v1/repos/{repo}").json()["files"]
+    return repo, client, {f["path"]: f["size"] for f in files}
+
+
+def test_links_planted_by_a_run_are_never_followed(live: Live) -> None:
+    victim_repo, victim, victim_files = _victim(live)
+    _, client = live.new_user()
+    repo = create_repo(client, {"README.md": "planter", "code/plant.py": PLANT})
+    cfg = config("planter", boot_file="plant.py", log_url="logs/",
+                 outputs=[{"output_dir": "out/", "name": "output_url"},
+                          {"output_dir": "second/", "name": "second_url"}],
+                 hypeparameters=[{"name": "victim", "value": victim_repo}])
+    r = submit(client, repo, cfg)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    done = live.wait_status(client, tid, {"Completed", "Failed"})
+    assert done["status"] == "Completed", done
+
+    # Nothing was written into the victim's repository through the log folder link.
+    after = victim.get(f"/api/v1/repos/{victim_repo}").json()["files"]
+    assert {f["path"]: f["size"] for f in after} == victim_files
+    log = client.get(f"/api/v1/trainings/{tid}/log").text
+    assert "[trainyard] the log copy was not written" in log and "'logs'" in log
+
+    # The listing shows only the run's own files; links are flagged, never entered.
+    listing = client.get(f"/api/v1/trainings/{tid}/outputs")
+    assert listing.status_code == 200, listing.text
+    entries = {e["path"]: e for e in listing.json()}
+    assert entries["out/model.ckpt"]["refused"] is None
+    for planted in ("out/secret.txt", "out/stolen.ckpt", "out/hard.ckpt", "out/victim",
+                    "second"):
+        assert entries[planted]["refused"], planted
+        assert entries[planted]["size"] == 0 and not entries[planted]["checkpoint"]
+    assert not [p for p in entries if p.startswith(("out/victim/", "second/"))]
+
+    # Downloads of the planted entries are 422s naming the path, never the data.
+    for planted in ("out/secret.txt", "out/hard.ckpt", "out/victim/README.md",
+                    "second/README.md", "second"):
+        r = client.get(f"/api/v1/trainings/{tid}/outputs/{planted}")
+        assert r.status_code == 422, (planted, r.status_code, r.text[:200])
+        assert r.json()["error"] == "unsafe_path" and planted.split("/")[0] in r.json()["detail"]
+    r = client.get(f"/api/v1/trainings/{tid}/outputs/out/model.ckpt")
+    assert r.status_code == 200 and r.content == b"real weights"
+
+    # The folder as .tar.gz: the real file, and a note of what was left out.
+    r = client.get(f"/api/v1/trainings/{tid}/outputs/out")
+    assert r.status_code == 200
+    with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as tar:
+        names = tar.getnames()
+        skipped = tar.extractfile("out/SKIPPED.txt")
+        assert skipped is not None
+        note = skipped.read().decode()
+    assert sorted(names) == ["out", "out/SKIPPED.txt", "out/model.ckpt"]
+    assert "out/hard.ckpt" in note and "out/secret.txt" in note
+    assert b"session" not in r.content
+
+    # Publishing refuses the linked checkpoints; the real one publishes.
+    for name in ("out/stolen.ckpt", "out/hard.ckpt"):
+        r = client.post(f"/api/v1/trainings/{tid}/publish",
+                        json={"name": unique("m"), "checkpoint": name})
+        assert r.status_code == 422, r.text
+        assert r.json()["fields"][0]["field"] == "checkpoint"
+    r = client.post(f"/api/v1/trainings/{tid}/publish", json={"name": unique("m")})
+    assert r.status_code == 201, r.text
+    assert r.json()["size_bytes"] == len(b"real weights")
+
+    # A custom evaluation through a link, or of an Aim repository holding one, is refused.
+    for aim_path, bad in (("aimlink/", "aimlink"), ("db/", "db/.aim/meta/chunks")):
+        r = client.post(f"/api/v1/trainings/{tid}/evaluation",
+                        json={"type": "custom", "aim_path": aim_path})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "unsafe_path" and bad in r.json()["detail"]
