@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class AppError(Exception):
@@ -73,6 +74,21 @@ def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     return fields
 
 
+_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid"}
+
+
+def _http_error_body(exc: StarletteHTTPException) -> tuple[int, dict[str, Any]]:
+    # Starlette and FastAPI raise 400 for a body they cannot parse (bad JSON, a malformed or
+    # oversized multipart form): for Trainyard that is invalid input about the body, a 422.
+    if exc.status_code == 400:
+        detail = f"body: {exc.detail}"
+        return 422, {"error": "invalid", "detail": detail,
+                     "fields": [{"field": "body", "message": str(exc.detail)}]}
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return exc.status_code, {"error": code, "detail": str(exc.detail)}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render AppError and request validation errors in the one error shape."""
 
@@ -80,6 +96,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status, body = _http_error_body(exc)
+        return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -19,6 +19,7 @@ from app.evaluations.proxy import router as aim_proxy_router
 from app.evaluations.router import router as evaluations_router
 from app.inference.router import router as inference_router
 from app.inference.service import predictors_lifespan
+from app.openapi import install_openapi
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
 from app.web import install_web
@@ -46,8 +47,10 @@ def create_app() -> FastAPI:
             conn.execute(text("SELECT 1"))
         return {"status": "ok"}
 
-    for router in (auth_router, repos_router, trainings_router, datasets_router, inference_router,
-                   evaluations_router, aim_proxy_router):
+    routers = (auth_router, repos_router, trainings_router, datasets_router, inference_router,
+               evaluations_router, aim_proxy_router)
+    for router in routers:
         app.include_router(router)
     install_web(app)  # dashboard pages, /static, browser sessions
+    install_openapi(app, routers)  # errors documented as the one shape they are sent in
     return app
