@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import io
+import zipfile
+from pathlib import Path
 
-from tests.live import Live
+import pytest
+from PIL import Image
+
+from app.archives import iter_folder
+from app.datasets.importer import import_dataset
+from app.errors import TooLarge
+from tests.live import Live, unique
+
+MB = 1024 * 1024
 
 TRAINING_ROUTES = [
     ("GET", "/api/v1/trainings/{id}"), ("POST", "/api/v1/trainings/{id}/terminate"),
@@ -47,3 +57,51 @@ def test_deep_or_huge_json_bodies_are_refused(live: Live) -> None:
                     headers=headers)
     assert r.status_code == 413 and r.json()["error"] == "too_large"
     assert client.get("/api/v1/health").status_code == 200
+
+
+def _image_tree_zip(big_name: str, big: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for split in ("train", "test"):
+            zf.writestr(f"{split}/cat/a.png", _png())
+        zf.writestr(big_name, big)
+    return buf.getvalue()
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_an_image_entry_over_the_cap_is_refused_as_declared(tmp_path: Path) -> None:
+    archive = tmp_path / "set.zip"
+    archive.write_bytes(_image_tree_zip("train/cat/huge.png", bytes(64 * 1024)))
+    with pytest.raises(TooLarge) as caught:
+        import_dataset(archive, tmp_path / "out", max_bytes=10 * MB, max_image_bytes=32 * 1024)
+    assert "train/cat/huge.png" in caught.value.detail and "32768" in caught.value.detail
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_that_grows_past_the_cap_while_read_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    image = tmp_path / "src" / "a.png"
+    image.write_bytes(_png())
+    entry = next(e for e in iter_folder(tmp_path / "src", max_bytes=MB, max_files=10)
+                 if e.name == "a.png")
+    with image.open("ab") as grow:  # after its size was recorded
+        grow.write(bytes(8 * 1024))
+    with pytest.raises(TooLarge, match=r"'a\.png' is larger than the limit of 4096 bytes"):
+        entry.read_bytes(limit=4096)
+    assert entry.size < 4096
+
+
+def test_a_dataset_upload_with_a_huge_image_is_a_413_naming_it(live: Live) -> None:
+    _, client = live.new_user()
+    blob = _image_tree_zip("train/cat/bomb.png", bytes(40 * MB))  # ~40 KB compressed
+    assert len(blob) < MB
+    r = client.post("/api/v1/datasets", data={"name": unique("bomb")},
+                    files={"archive": ("set.zip", blob)})
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "too_large" and "train/cat/bomb.png" in r.json()["detail"]
+    assert str(16 * MB) in r.json()["detail"]
