@@ -13,6 +13,7 @@ from app.archives import iter_folder
 from app.datasets.importer import import_dataset
 from app.errors import TooLarge
 from tests.live import Live, unique
+from tests.repo_files import config, create_repo, submit
 
 MB = 1024 * 1024
 
@@ -105,3 +106,23 @@ def test_a_dataset_upload_with_a_huge_image_is_a_413_naming_it(live: Live) -> No
     assert r.status_code == 413, r.text
     assert r.json()["error"] == "too_large" and "train/cat/bomb.png" in r.json()["detail"]
     assert str(16 * MB) in r.json()["detail"]
+
+
+def test_log_offsets_past_any_file_size_end_cleanly(live: Live) -> None:
+    _, client = live.new_user()
+    repo = create_repo(client)
+    tid = submit(client, repo, config("offsets")).json()["id"]
+    assert live.wait_status(client, tid, {"Completed", "Failed"})["status"] == "Completed"
+    for offset in (10**30, 2**63 - 1):
+        r = client.get(f"/api/v1/trainings/{tid}/log", params={"offset": offset})
+        assert r.status_code == 200 and r.content == b"", r.text
+    r = client.get(f"/api/v1/trainings/{tid}/log", params={"offset": -(10**30)})
+    assert r.status_code == 200 and r.text.startswith("[trainyard]") and "finished" in r.text
+    r = client.get(f"/api/v1/trainings/{tid}/log/stream", params={"offset": 10**30})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "query.offset"
+    for last_id in ("99999999999999999999999999", "\u00b2", "-5"):
+        with client.stream("GET", f"/api/v1/trainings/{tid}/log/stream",
+                           headers={"Last-Event-ID": last_id.encode("latin-1")}) as r:
+            assert r.status_code == 200
+            body = r.read().decode()
+        assert "event: end" in body, (last_id, body[-300:])

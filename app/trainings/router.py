@@ -20,7 +20,7 @@ from app.db import SessionDep, get_sessionmaker
 from app.evaluations.manager import stop_training_evaluation
 from app.inference.service import get_manager as get_predictors
 from app.models import Training, TrainingStatus
-from app.params import TrainingId
+from app.params import DB_INT_MAX, TrainingId
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
 from app.trainings import outputs, service
@@ -157,7 +157,7 @@ _statuses = SharedStatus(_read_status)
 
 @router.get("/trainings/{training_id}/log/stream")
 async def stream_log(training_id: TrainingId, request: Request, user: CurrentUser,
-                     offset: int = Query(0, ge=0)) -> EventSourceResponse:
+                     offset: int = Query(0, ge=0, le=DB_INT_MAX)) -> EventSourceResponse:
     """Server-Sent Events following the log until the training ends (resume: Last-Event-ID)."""
     sessions = get_sessionmaker()
 
@@ -167,7 +167,7 @@ async def stream_log(training_id: TrainingId, request: Request, user: CurrentUse
 
     await run_in_threadpool(check_access)
     last_id = request.headers.get("last-event-id", "")
-    start = int(last_id) if last_id.isdigit() else offset
+    start = min(int(last_id), DB_INT_MAX) if last_id.isascii() and last_id.isdigit() else offset
 
     async def get_status() -> str | None:
         return await _statuses.get(training_id)
