@@ -1,9 +1,10 @@
 """A training that plants links in its workspace: the platform follows none of them.
 
 The boot file makes its log_url folder and its second output folder symbolic links into another
-user's repository, and puts in its outputs a symbolic link and a hard link to files outside
-them, plus a fake Aim repository reached through a link. Nothing outside is then listed,
-served, written, evaluated or published, and each refusal names the path (a 4xx, never a 500).
+user's repository, puts in its outputs a symbolic link and a hard link to files outside them,
+and plants a fake Aim repository reached through a link and a linked inference app. Nothing
+outside is then listed, served, written, evaluated, published or run, and each refusal names
+the path (a 4xx, never a 500).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ second.symlink_to("../../../repos/" + a.victim)
 (ws / "aimlink").symlink_to("../../../repos/" + a.victim)
 (ws / "db" / ".aim" / "meta").mkdir(parents=True)
 (ws / "db" / ".aim" / "meta" / "chunks").symlink_to("../../../../../../repos/" + a.victim)
+(ws / "inference").mkdir(exist_ok=True)
+(ws / "inference" / "app.py").symlink_to("../../../../repos/" + a.victim + "/code/x.py")
 print("planted", flush=True)
 '''
 
@@ -114,6 +117,11 @@ def test_links_planted_by_a_run_are_never_followed(live: Live) -> None:
     r = client.post(f"/api/v1/trainings/{tid}/publish", json={"name": unique("m")})
     assert r.status_code == 201, r.text
     assert r.json()["size_bytes"] == len(b"real weights")
+
+    # The code's inference app replaced by a link: no predictor starts from it.
+    r = client.post(f"/api/v1/trainings/{tid}/inference", json={})
+    assert r.status_code == 409 and r.json()["error"] == "unsafe_path", r.text
+    assert "inference/app.py" in r.json()["detail"]
 
     # A custom evaluation through a link, or of an Aim repository holding one, is refused.
     for aim_path, bad in (("aimlink/", "aimlink"), ("db/", "db/.aim/meta/chunks")):

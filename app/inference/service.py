@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -112,7 +113,18 @@ def inference_problem(training: Training) -> tuple[str, str] | None:
         return ("training_not_completed",
                 f"training {training.id} is {training.status}; only a Completed training "
                 "can predict")
-    if not (storage.training_workspace(training.id) / APP_PATH).is_file():
+    try:  # the run could have replaced its code's app with a link: never follow it
+        info: os.stat_result | None = safe_files.lstat_at(
+            storage.training_workspace(training.id), APP_PATH, field="inference")
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except safe_files.UnsafePath as exc:
+        return ("unsafe_path", exc.detail)
+    why = safe_files.refusal(info) if info is not None else None
+    if why is not None:
+        return ("unsafe_path", f"inference: '{APP_PATH}' {why}; Trainyard does not follow links "
+                "a run may have planted")
+    if info is None or not stat.S_ISREG(info.st_mode):
         return ("no_inference_app",
                 f"the code of training {training.id} has no {APP_PATH}: add one to the "
                 "repository (the sample's shows the interface) and train again")
