@@ -74,16 +74,22 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
-async def json_body(request: Request) -> Any:
-    """The request body parsed as JSON: 422 naming the position when it is not UTF-8 JSON."""
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """The raw request body, refused with a 413 as soon as it passes `max_bytes`."""
     raw = bytearray()
     async for chunk in request.stream():
         raw.extend(chunk)
-        if len(raw) > MAX_JSON_BYTES:
-            raise TooLarge(f"body: a JSON body is limited to {MAX_JSON_BYTES} bytes",
-                           fields=[{"field": "body", "message": f"at most {MAX_JSON_BYTES} bytes"}])
+        if len(raw) > max_bytes:
+            raise TooLarge(f"body: the request body is limited to {max_bytes} bytes",
+                           fields=[{"field": "body", "message": f"at most {max_bytes} bytes"}])
+    return bytes(raw)
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed as JSON: 422 naming the position when it is not UTF-8 JSON."""
+    raw = await read_body(request, max_bytes=MAX_JSON_BYTES)
     try:
-        text = bytes(raw).decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Invalid(f"body is not UTF-8 text (bad byte at offset {exc.start})",
                       fields=[{"field": "body", "message": "not UTF-8"}]) from None

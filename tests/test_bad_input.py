@@ -57,6 +57,9 @@ def test_deep_or_huge_json_bodies_are_refused(live: Live) -> None:
     r = client.post("/api/v1/repos", content=b'{"name": "' + b"a" * (2 << 20) + b'"}',
                     headers=headers)
     assert r.status_code == 413 and r.json()["error"] == "too_large"
+    r = client.post("/api/v1/repos/someone/something/trainings", headers=headers,
+                    content=b'{"job_name": "' + b"a" * (64 << 20) + b'"}')
+    assert r.status_code == 413 and "limited to" in r.json()["detail"], r.text[:300]
     assert client.get("/api/v1/health").status_code == 200
 
 

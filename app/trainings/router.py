@@ -25,9 +25,11 @@ from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
 from app.trainings import outputs, service
 from app.trainings.config import config_json_schema, parse_config_text
+from app.trainings.config_rules import MAX_CONFIG_BYTES
 from app.trainings.logs import SharedStatus, read_range, stream_events
 from app.trainings.runtimes import list_flavors, list_runtimes
 from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
+from app.uploads import read_body
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trainings"])
@@ -68,7 +70,8 @@ async def create_training(owner: str, name: str, request: Request, db: SessionDe
 
     The body may be pasted config.json text: comments and trailing commas are accepted.
     """
-    body = parse_config_text(await request.body(), source="the request body")
+    raw = await read_body(request, max_bytes=MAX_CONFIG_BYTES)
+    body = await run_in_threadpool(parse_config_text, raw, source="the request body")
 
     def create() -> Training:
         repo = get_repo(db, owner=owner, name=name, user=user)
