@@ -26,25 +26,33 @@ p.add_argument("--second_url")
 p.add_argument("--victim")
 a, _ = p.parse_known_args()
 out, second = pathlib.Path(a.output_url), pathlib.Path(a.second_url)
-ws = out.parent
+up = "../../../../"  # from out/ (workspace/out): followed by the platform, lands in its data dir
 (out / "model.ckpt").write_bytes(b"real weights")
-# Relative targets: followed by the platform, they land in its data dir.
-(out / "secret.txt").symlink_to("../../../../session-secret")
-(out / "stolen.ckpt").symlink_to("../../../../session-secret")
+(out / "secret.txt").symlink_to(up + "session-secret")
+(out / "stolen.ckpt").symlink_to(up + "session-secret")
 try:
-    os.link(ws.parent.parent.parent / "session-secret", out / "hard.ckpt")
+    os.link(out.parent.parent.parent.parent / "session-secret", out / "hard.ckpt")
 except OSError:  # a sandbox hides the data dir: a second name of an own file is refused too
-    (ws / "mine.bin").write_bytes(b"x")
-    os.link(ws / "mine.bin", out / "hard.ckpt")
-(out / "victim").symlink_to("../../../../repos/" + a.victim)
-second.rmdir()
-second.symlink_to("../../../repos/" + a.victim)
-(ws / "logs").symlink_to("../../../repos/" + a.victim)
-(ws / "aimlink").symlink_to("../../../repos/" + a.victim)
-(ws / "db" / ".aim" / "meta").mkdir(parents=True)
-(ws / "db" / ".aim" / "meta" / "chunks").symlink_to("../../../../../../repos/" + a.victim)
-(ws / "inference").mkdir(exist_ok=True)
-(ws / "inference" / "app.py").symlink_to("../../../../repos/" + a.victim + "/code/x.py")
+    (out / "mine.bin").write_bytes(b"x")
+    os.link(out / "mine.bin", out / "hard.ckpt")
+(out / "victim").symlink_to(up + "repos/" + a.victim)
+(out / "logs").symlink_to(up + "repos/" + a.victim)
+(out / "aimlink").symlink_to(up + "repos/" + a.victim)
+(out / "db" / ".aim" / "meta").mkdir(parents=True)
+(out / "db" / ".aim" / "meta" / "chunks").symlink_to("../../../" + up + "repos/" + a.victim)
+# Where a sandbox leaves these writable, the run replaces a whole output folder and its
+# code's inference app by links too.
+victim = up + "repos/" + a.victim
+app = out.parent / "inference" / "app.py"
+for name, plant in (
+        ("second", lambda: (second.rmdir(), second.symlink_to("../" + victim))),
+        ("inference", lambda: (app.parent.mkdir(exist_ok=True), app.unlink(missing_ok=True),
+                               app.symlink_to(victim + "/code/x.py")))):
+    try:
+        plant()
+        print("PLANTED", name, flush=True)
+    except OSError as exc:
+        print("could not plant", name, exc, flush=True)
 print("planted", flush=True)
 '''
 
@@ -60,7 +68,7 @@ def test_links_planted_by_a_run_are_never_followed(live: Live) -> None:
     victim_repo, victim, victim_files = _victim(live)
     _, client = live.new_user()
     repo = create_repo(client, {"README.md": "planter", "code/plant.py": PLANT})
-    cfg = config("planter", boot_file="plant.py", log_url="logs/",
+    cfg = config("planter", boot_file="plant.py", log_url="out/logs/",
                  outputs=[{"output_dir": "out/", "name": "output_url"},
                           {"output_dir": "second/", "name": "second_url"}],
                  hypeparameters=[{"name": "victim", "value": victim_repo}])
@@ -74,25 +82,29 @@ def test_links_planted_by_a_run_are_never_followed(live: Live) -> None:
     after = victim.get(f"/api/v1/repos/{victim_repo}").json()["files"]
     assert {f["path"]: f["size"] for f in after} == victim_files
     log = client.get(f"/api/v1/trainings/{tid}/log").text
-    assert "[trainyard] the log copy was not written" in log and "'logs'" in log
+    assert "[trainyard] the log copy was not written" in log and "'out/logs'" in log
+    planted_second, planted_app = "PLANTED second" in log, "PLANTED inference" in log
 
     # The listing shows only the run's own files; links are flagged, never entered.
     listing = client.get(f"/api/v1/trainings/{tid}/outputs")
     assert listing.status_code == 200, listing.text
     entries = {e["path"]: e for e in listing.json()}
     assert entries["out/model.ckpt"]["refused"] is None
-    for planted in ("out/secret.txt", "out/stolen.ckpt", "out/hard.ckpt", "out/victim",
-                    "second"):
+    linked = ["out/secret.txt", "out/stolen.ckpt", "out/hard.ckpt", "out/victim", "out/logs",
+              "out/aimlink"] + (["second"] if planted_second else [])
+    for planted in linked:
         assert entries[planted]["refused"], planted
         assert entries[planted]["size"] == 0 and not entries[planted]["checkpoint"]
-    assert not [p for p in entries if p.startswith(("out/victim/", "second/"))]
+    assert not [p for p in entries if p.startswith(("out/victim/", "out/logs/", "second/"))]
 
     # Downloads of the planted entries are 422s naming the path, never the data.
-    for planted in ("out/secret.txt", "out/hard.ckpt", "out/victim/README.md",
-                    "second/README.md", "second"):
+    for planted in ["out/secret.txt", "out/hard.ckpt", "out/victim/README.md",
+                    "out/logs/README.md"] + (["second/README.md", "second"] if planted_second
+                                             else []):
         r = client.get(f"/api/v1/trainings/{tid}/outputs/{planted}")
         assert r.status_code == 422, (planted, r.status_code, r.text[:200])
-        assert r.json()["error"] == "unsafe_path" and planted.split("/")[0] in r.json()["detail"]
+        assert r.json()["error"] == "unsafe_path"
+        assert "/".join(planted.split("/")[:2]).removesuffix("/README.md") in r.json()["detail"]
     r = client.get(f"/api/v1/trainings/{tid}/outputs/out/model.ckpt")
     assert r.status_code == 200 and r.content == b"real weights"
 
@@ -104,7 +116,8 @@ def test_links_planted_by_a_run_are_never_followed(live: Live) -> None:
         skipped = tar.extractfile("out/SKIPPED.txt")
         assert skipped is not None
         note = skipped.read().decode()
-    assert sorted(names) == ["out", "out/SKIPPED.txt", "out/model.ckpt"]
+    assert sorted(n for n in names if not n.startswith("out/db")) == [
+        "out", "out/SKIPPED.txt", "out/model.ckpt"]
     assert "out/hard.ckpt" in note and "out/secret.txt" in note
     assert b"session" not in r.content
 
@@ -120,11 +133,12 @@ def test_links_planted_by_a_run_are_never_followed(live: Live) -> None:
 
     # The code's inference app replaced by a link: no predictor starts from it.
     r = client.post(f"/api/v1/trainings/{tid}/inference", json={})
-    assert r.status_code == 409 and r.json()["error"] == "unsafe_path", r.text
-    assert "inference/app.py" in r.json()["detail"]
+    assert r.status_code == 409, r.text
+    if planted_app:
+        assert r.json()["error"] == "unsafe_path" and "inference/app.py" in r.json()["detail"]
 
     # A custom evaluation through a link, or of an Aim repository holding one, is refused.
-    for aim_path, bad in (("aimlink/", "aimlink"), ("db/", "db/.aim/meta/chunks")):
+    for aim_path, bad in (("out/aimlink/", "out/aimlink"), ("out/db/", "out/db/.aim/meta/chunks")):
         r = client.post(f"/api/v1/trainings/{tid}/evaluation",
                         json={"type": "custom", "aim_path": aim_path})
         assert r.status_code == 422, r.text
