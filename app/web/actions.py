@@ -122,7 +122,7 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
                                            archive=archive)
             await run_in_threadpool(db.commit)
         finally:
-            discard_upload(archive)
+            await run_in_threadpool(discard_upload, archive)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="upload", name=name, exc=exc)
     flash(request, f"Created {repo.full_name} from the archive.")
