@@ -10,6 +10,7 @@ the path (a 4xx, never a 500).
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from typing import Any
 
@@ -55,6 +56,16 @@ for name, plant in (
         print("could not plant", name, exc, flush=True)
 print("planted", flush=True)
 '''
+
+
+def _signed_in(live: Live, api: httpx.Client) -> httpx.Client:
+    browser = httpx.Client(base_url=live.url, follow_redirects=False)
+    form = browser.get("/login").text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert csrf, form
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    assert browser.post("/login", data={"token": token, "csrf_token": csrf[1]}).status_code == 303
+    return browser
 
 
 def _victim(live: Live) -> tuple[str, httpx.Client, dict[str, Any]]:
@@ -107,6 +118,13 @@ def test_links_planted_by_a_run_are_never_followed(live: Live) -> None:
         assert "/".join(planted.split("/")[:2]).removesuffix("/README.md") in r.json()["detail"]
     r = client.get(f"/api/v1/trainings/{tid}/outputs/out/model.ckpt")
     assert r.status_code == 200 and r.content == b"real weights"
+
+    # The training page lists the refused entries with the reason, without a download link.
+    page = _signed_in(live, client).get(f"/trainings/{tid}")
+    assert page.status_code == 200
+    assert "not served: &#39;out/secret.txt&#39; is a symbolic link" in page.text
+    assert f"/api/v1/trainings/{tid}/outputs/out/secret.txt" not in page.text
+    assert f"/api/v1/trainings/{tid}/outputs/out/model.ckpt" in page.text
 
     # The folder as .tar.gz: the real file, and a note of what was left out.
     r = client.get(f"/api/v1/trainings/{tid}/outputs/out")
