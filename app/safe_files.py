@@ -89,8 +89,14 @@ def _step_into(fd: int, name: str, *, shown: str, field: str, create: bool) -> i
 
 def open_dir(root: Path, rel: str | PurePosixPath = ".", *, create: bool = False,
              field: str = "path") -> int:
-    """A descriptor of `root/rel`, no component of `rel` a link (`create`: make missing ones)."""
-    fd = os.open(root, DIR_FLAGS)
+    """A descriptor of `root/rel`, neither `root` nor a component of `rel` a link (`create`:
+    make missing folders)."""
+    try:
+        fd = os.open(root, DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise _refuse(field, root.name, "is a symbolic link") from None
     walked: list[str] = []
     try:
         for part in _parts(rel):

@@ -42,6 +42,8 @@ def test_walk_lists_files_and_refuses_links(planted: Path) -> None:
         list(safe_files.walk(planted, "linked-out"))
     with pytest.raises(safe_files.UnsafePath):
         list(safe_files.walk(planted, "linked-out/other"))
+    with pytest.raises(safe_files.UnsafePath, match="linked-out' is a symbolic link"):
+        list(safe_files.walk(planted / "linked-out"))
 
 
 def test_open_file_reads_only_regular_singly_linked_files(planted: Path) -> None:
