@@ -94,9 +94,9 @@ def open_dir(root: Path, rel: str | PurePosixPath = ".", *, create: bool = False
     try:
         fd = os.open(root, DIR_FLAGS)
     except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise _refuse(field, root.name, "is a symbolic link") from None
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and root.is_symlink():
+            raise _refuse(field, root.name, "is a symbolic link") from None
+        raise
     walked: list[str] = []
     try:
         for part in _parts(rel):
