@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -101,6 +102,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         status, body = _http_error_body(exc)
         return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the validation let through (PostgreSQL: a NUL byte in
+        # text, a number out of range): the input is invalid, not the server broken.
+        why = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid value"
+        return JSONResponse({"error": "invalid", "detail": f"a value cannot be stored: {why}",
+                             "fields": [{"field": "body", "message": why}]}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

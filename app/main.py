@@ -17,6 +17,7 @@ from app.errors import install_error_handlers
 from app.evaluations.manager import evaluations_lifespan
 from app.evaluations.proxy import router as aim_proxy_router
 from app.evaluations.router import router as evaluations_router
+from app.guards import RefuseNulInUrl
 from app.inference.router import router as inference_router
 from app.inference.service import predictors_lifespan
 from app.openapi import install_openapi
@@ -53,4 +54,5 @@ def create_app() -> FastAPI:
         app.include_router(router)
     install_web(app)  # dashboard pages, /static, browser sessions
     install_openapi(app, routers)  # errors documented as the one shape they are sent in
+    app.add_middleware(RefuseNulInUrl)
     return app

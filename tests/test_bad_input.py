@@ -129,3 +129,51 @@ def test_log_offsets_past_any_file_size_end_cleanly(live: Live) -> None:
             assert r.status_code == 200
             body = r.read().decode()
         assert "event: end" in body, (last_id, body[-300:])
+
+
+HOSTILE_SEGMENTS = ["%00", "a%00b", "x" * 5000, "%2e%2e", "%ff%fe", "..%2f..%2fetc", "%0a"]
+
+
+def test_hostile_path_segments_are_client_errors(any_live: Live) -> None:
+    live = any_live
+    _, client = live.new_user()
+    repo = create_repo(client)
+    tid = submit(client, repo, config("segments")).json()["id"]
+    live.wait_status(client, tid, {"Completed", "Failed"})
+    for bad in HOSTILE_SEGMENTS:
+        for method, route in (
+                ("GET", f"/api/v1/repos/{repo}/files/{bad}"),
+                ("PUT", f"/api/v1/repos/{repo}/files/{bad}"),
+                ("GET", f"/api/v1/repos/{bad}/{bad}"), ("GET", f"/api/v1/datasets/{bad}/x"),
+                ("GET", f"/api/v1/models/x/{bad}"), ("DELETE", f"/api/v1/repos/x/{bad}"),
+                ("GET", f"/api/v1/trainings/{tid}/outputs/{bad}"),
+                ("GET", f"/api/v1/trainings/{tid}/outputs/out/{bad}"),
+                ("GET", f"/api/v1/repos/{repo}/evaluation"),
+                ("POST", f"/api/v1/trainings/{tid}/evaluation")):
+            r = client.request(method, route, content=b"x" if method == "PUT" else None,
+                               json={"type": "custom", "aim_path": bad}
+                               if method == "POST" else None)
+            assert r.status_code < 500, (method, route[:120], r.status_code, r.text[:200])
+
+
+def test_nul_characters_in_json_bodies_are_client_errors(any_live: Live) -> None:
+    live = any_live
+    _, client = live.new_user()
+    repo = create_repo(client)
+    nul = "a\u0000b"
+    r = client.post("/api/v1/repos", json={"name": unique("n"), "template": "resnet50",
+                                           "description": nul})
+    assert r.status_code < 500, r.text
+    assert live.admin.post("/api/v1/users", json={"username": nul}).status_code == 422
+    for cfg in (config("nul-description", job_description=nul),
+                config("nul-hyper", hypeparameters=[{"name": "epochs", "value": nul}]),
+                config("nul-env", env_variables={"MY_VAR": nul}),
+                config(nul), config("nul-out", outputs=[{"output_dir": nul, "name": "o"}])):
+        r = submit(client, repo, cfg)
+        assert r.status_code < 500, (cfg, r.status_code, r.text)
+        if r.status_code == 201:
+            live.wait_status(client, r.json()["id"], {"Completed", "Failed"})
+            assert client.delete(f"/api/v1/trainings/{r.json()['id']}").status_code == 204
+    r = client.post("/api/v1/models", data={"name": unique("m"), "description": nul},
+                    files={"file": ("a.ckpt", b"weights")})
+    assert r.status_code < 500, r.text
