@@ -98,10 +98,12 @@ class Entry:
     """One folder or regular file; its data can be read while it is the current entry."""
 
     def __init__(self, path: PurePosixPath, *, name: str, is_dir: bool, mode: int, offset: int,
-                 opener: Callable[[], IO[bytes] | None], budget: _Budget) -> None:
+                 opener: Callable[[], IO[bytes] | None], budget: _Budget,
+                 size: int = 0) -> None:
         self.path = path
         self.name = name
         self.is_dir = is_dir
+        self.size = size  # as declared by the archive's header (the data may differ)
         self.executable = bool(mode & 0o111)
         self.offset = offset  # bytes of the source consumed before this entry (for progress)
         self._opener = opener
@@ -122,9 +124,21 @@ class Entry:
                 raise
             raise _refuse(self._budget.field, self.name, f"cannot be read ({exc})") from exc
 
-    def read_bytes(self) -> bytes:
-        """The whole data."""
-        return b"".join(self.chunks())
+    def read_bytes(self, *, limit: int | None = None) -> bytes:
+        """The whole data; past `limit` bytes (declared or read) a 413 naming the entry."""
+        if limit is not None and self.size > limit:
+            raise self._too_large(limit)
+        data = bytearray()
+        for chunk in self.chunks():
+            data.extend(chunk)
+            if limit is not None and len(data) > limit:
+                raise self._too_large(limit)
+        return bytes(data)
+
+    def _too_large(self, limit: int) -> TooLarge:
+        message = f"{self.name!r} is larger than the limit of {limit} bytes per file"
+        return TooLarge(f"archive entry {message}",
+                        fields=[{"field": self._budget.field, "message": message}])
 
     def copy_to(self, target: Path) -> int:
         """Write the data to `target`; returns the byte count."""
@@ -175,7 +189,8 @@ def _zip_entries(raw: IO[bytes], budget: _Budget) -> Iterator[Entry]:
             if info.flag_bits & 0x1:
                 raise _refuse(budget.field, name, "encrypted entries are not supported")
             yield Entry(rel, name=name, is_dir=info.is_dir(), mode=mode,
-                        offset=info.header_offset, opener=partial(zf.open, info), budget=budget)
+                        offset=info.header_offset, opener=partial(zf.open, info), budget=budget,
+                        size=info.file_size)
 
 
 def _tar_entries(raw: IO[bytes], budget: _Budget) -> Iterator[Entry]:
@@ -199,7 +214,8 @@ def _tar_entries(raw: IO[bytes], budget: _Budget) -> Iterator[Entry]:
                 continue
             budget.declared(name, member.size)
             yield Entry(rel, name=name, is_dir=member.isdir(), mode=member.mode,
-                        offset=raw.tell(), opener=partial(tf.extractfile, member), budget=budget)
+                        offset=raw.tell(), opener=partial(tf.extractfile, member), budget=budget,
+                        size=member.size)
 
 
 def iter_entries(archive: Path | IO[bytes], *, max_bytes: int, max_files: int,
@@ -245,7 +261,7 @@ def iter_folder(folder: Path, *, max_bytes: int, max_files: int,
             budget.entry(str(rel))
             yield Entry(rel, name=str(rel), is_dir=stat.S_ISDIR(info.st_mode),
                         mode=info.st_mode, offset=offset, opener=_file_opener(path),
-                        budget=budget)
+                        budget=budget, size=info.st_size)
             offset += 0 if stat.S_ISDIR(info.st_mode) else info.st_size
 
 

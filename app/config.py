@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_repo_files: int = 5000
     max_dataset_bytes: int = 2 * 1024 * 1024 * 1024
     max_upload_file_bytes: int = 10 * 1024 * 1024
+    max_image_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="Largest image "
+                                 "file a dataset import reads, as declared and as read.")
 
     evaluation_idle_s: int = Field(default=5 * 3600, description="Idle Aim UIs stop after this.")
     max_evaluations: int = Field(default=4, description="Concurrent Aim UI processes.")

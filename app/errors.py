@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class AppError(Exception):
@@ -84,6 +86,21 @@ def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     return fields
 
 
+_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid"}
+
+
+def _http_error_body(exc: StarletteHTTPException) -> tuple[int, dict[str, Any]]:
+    # Starlette and FastAPI raise 400 for a body they cannot parse (bad JSON, a malformed or
+    # oversized multipart form): for Trainyard that is invalid input about the body, a 422.
+    if exc.status_code == 400:
+        detail = f"body: {exc.detail}"
+        return 422, {"error": "invalid", "detail": detail,
+                     "fields": [{"field": "body", "message": str(exc.detail)}]}
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    return exc.status_code, {"error": code, "detail": str(exc.detail)}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render AppError and request validation errors in the one error shape."""
 
@@ -93,6 +110,19 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        status, body = _http_error_body(exc)
+        return JSONResponse(body, status_code=status, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the validation let through (PostgreSQL: a NUL byte in
+        # text, a number out of range): the input is invalid, not the server broken.
+        why = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid value"
+        return JSONResponse({"error": "invalid", "detail": f"a value cannot be stored: {why}",
+                             "fields": [{"field": "body", "message": why}]}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

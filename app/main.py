@@ -17,9 +17,11 @@ from app.errors import install_error_handlers
 from app.evaluations.manager import evaluations_lifespan
 from app.evaluations.proxy import router as aim_proxy_router
 from app.evaluations.router import router as evaluations_router
+from app.guards import RefuseNulInUrl
 from app.headers import SecurityHeadersMiddleware
 from app.inference.router import router as inference_router
 from app.inference.service import predictors_lifespan
+from app.openapi import install_openapi
 from app.procs import sandbox
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
@@ -49,9 +51,12 @@ def create_app() -> FastAPI:
         state = sandbox.state()
         return {"status": "ok", "sandbox": state.label, "sandbox_reason": state.reason}
 
-    for router in (auth_router, repos_router, trainings_router, datasets_router, inference_router,
-                   evaluations_router, aim_proxy_router):
+    routers = (auth_router, repos_router, trainings_router, datasets_router, inference_router,
+               evaluations_router, aim_proxy_router)
+    for router in routers:
         app.include_router(router)
     install_web(app)  # dashboard pages, /static, browser sessions
     app.add_middleware(SecurityHeadersMiddleware)
+    install_openapi(app, routers)  # errors documented as the one shape they are sent in
+    app.add_middleware(RefuseNulInUrl)
     return app

@@ -10,6 +10,8 @@ from app.config import get_settings
 from app.errors import Invalid
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+MAX_NAME_BYTES = 255  # a file name on Linux file systems
+MAX_PATH_CHARS = 1024
 
 
 def data_root() -> Path:
@@ -67,6 +69,11 @@ def staging_dir(prefix: str) -> Path:
 def relative_path(raw: str, *, field: str) -> PurePosixPath:
     """A user-given path inside a folder: relative, no `..`, no backslashes."""
     path = PurePosixPath(raw.strip("/"))
+    if "\x00" in raw or len(raw) > MAX_PATH_CHARS \
+            or any(len(p.encode()) > MAX_NAME_BYTES for p in path.parts):
+        raise Invalid(f"{field}: not a usable path (a NUL byte, a name over {MAX_NAME_BYTES} "
+                      f"bytes or a path over {MAX_PATH_CHARS} characters)",
+                      fields=[{"field": field, "message": "unusable path"}])
     if raw.startswith("/") or "\\" in raw or any(p in ("..", "") for p in path.parts) \
             or str(path) in ("", "."):
         raise Invalid(f"{field}: '{raw}' must be a relative path inside the folder "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import psutil
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import storage
+from app import safe_files, storage
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus
@@ -226,12 +225,17 @@ def _record(training_id: int, status: TrainingStatus, *, error: str | None,
 
 
 def _keep_log_copy(training: Training, log_path: Path) -> None:
-    # Xihe's log_url: a copy of the log lands in the workspace folder the config named.
+    # Xihe's log_url: a copy of the log lands in the workspace folder the config named. The run
+    # wrote that workspace, so no link in it is followed (safe_files); a refusal is noted.
     log_url = training.config.get("log_url") or ""
     if log_url and log_path.exists():
-        folder = storage.training_workspace(training.id) / PurePosixPath(log_url)
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(log_path, folder / f"{training.job_name}.log")
+        try:
+            safe_files.replace_file(storage.training_workspace(training.id), log_url,
+                                    f"{training.job_name}.log", log_path, field="log_url")
+        except (safe_files.UnsafePath, OSError) as exc:
+            why = exc.detail if isinstance(exc, safe_files.UnsafePath) else str(exc)
+            with log_path.open("a", encoding="utf-8") as out:
+                out.write(f"\n[trainyard] the log copy was not written: {why}\n")
 
 
 def run_training_job(training_id: int, *, worker_name: str) -> str:

@@ -157,7 +157,11 @@ def outputs(training_id: IdArg,
             url: UrlOption = None, token: TokenOption = None) -> None:
     """The files a training wrote to its outputs; --download fetches them."""
     with connect(url, token) as api:
-        files = api.get_json(f"/api/v1/trainings/{training_id}/outputs")
+        listed = api.get_json(f"/api/v1/trainings/{training_id}/outputs")
+        refused = [f for f in listed if f.get("refused")]
+        files = [f for f in listed if not f.get("refused")]
+        for f in refused:
+            err.print(f"{f['path']}: {f['refused']}")
         if download is not None:
             items = [(f"/api/v1/trainings/{training_id}/outputs/{quote(f['path'])}", f["path"],
                       int(f["size"])) for f in files]
@@ -165,7 +169,8 @@ def outputs(training_id: IdArg,
             out.print(f"downloaded {len(items)} files ({fmt.size(written)}) to {download}")
             return
     if not files:
-        err.print(f"training {training_id} has no output files (yet)")
+        if not refused:
+            err.print(f"training {training_id} has no output files (yet)")
         return
     table = Table("Path", "Size", "Modified", "Checkpoint", box=None, header_style="bold")
     for f in files:

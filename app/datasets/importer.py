@@ -48,6 +48,7 @@ SHUFFLE_SEED = 10  # fixed, so the same images give the same files on every mach
 MAX_ROOT_DEPTH = 2  # e.g. `cifar-10-batches-bin/` or `export/cifar10/` above the data
 DECODE_CHUNK = 512
 DECODE_CHUNK_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_IMAGE_BYTES = 16 * 1024 * 1024  # Settings.max_image_bytes
 POOL_MIN_IMAGES = 4_000  # below this, starting worker processes costs more than it saves
 # Decoders that run no external programs (EPS would start Ghostscript on user data).
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "PPM")
@@ -78,7 +79,8 @@ def _invalid(field: str, message: str) -> Invalid:
 
 
 def import_dataset(source: Path, dest: Path, *, max_bytes: int, progress: Progress | None = None,
-                   max_files: int = 1_000_000, field: str = "archive") -> DatasetInfo:
+                   max_files: int = 1_000_000, field: str = "archive",
+                   max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> DatasetInfo:
     """Import `source` (folder or archive) into `dest` in the CIFAR-10 binary layout."""
     if not source.exists():
         raise _invalid(field, f"{source} does not exist")
@@ -92,7 +94,8 @@ def import_dataset(source: Path, dest: Path, *, max_bytes: int, progress: Progre
         out = tmp / "dataset"
         out.mkdir()
         with _Decoder(tmp, field) as decoder:
-            collector = _Collector(tmp / "batches", decoder, field)
+            collector = _Collector(tmp / "batches", decoder, field,
+                                   max_image_bytes=max_image_bytes)
             for entry in entries:
                 collector.add(entry)
                 if progress:
@@ -108,8 +111,10 @@ def import_dataset(source: Path, dest: Path, *, max_bytes: int, progress: Progre
 class _Collector:
     """Sorts the entries of a source into binary batches or images of train/test classes."""
 
-    def __init__(self, staging: Path, decoder: _Decoder, field: str) -> None:
+    def __init__(self, staging: Path, decoder: _Decoder, field: str, *,
+                 max_image_bytes: int) -> None:
         self.staging = staging
+        self.max_image_bytes = max_image_bytes
         self.decoder = decoder
         self.field = field
         self.binary_dir: PurePosixPath | None = None
@@ -168,7 +173,7 @@ class _Collector:
         classes[name] += 1
         self.image_classes[split].append(name)
         self.image_names[split].append(entry.name)
-        self.decoder.add(split, entry.name, entry.read_bytes())
+        self.decoder.add(split, entry.name, entry.read_bytes(limit=self.max_image_bytes))
 
     def finish(self, out: Path) -> DatasetInfo:
         """Check what was found and write the dataset into `out`."""

@@ -64,7 +64,7 @@ async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) ->
                                               name=name, source=path, is_public=public)
             await run_in_threadpool(db.commit)
         finally:
-            discard_upload(path)
+            await run_in_threadpool(discard_upload, path)
         return service.dataset_public(dataset)
     try:
         body = DatasetImport.model_validate(await json_body(request))
@@ -94,7 +94,7 @@ async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) ->
         await run_in_threadpool(db.commit)
     finally:
         if downloaded is not None:
-            discard_upload(downloaded)
+            await run_in_threadpool(discard_upload, downloaded)
     return service.dataset_public(dataset)
 
 
@@ -150,7 +150,7 @@ async def create_model(request: Request, db: SessionDep, user: CurrentUser) -> M
         await run_in_threadpool(db.commit)
     finally:
         for _, path in saved:
-            discard_upload(path)
+            await run_in_threadpool(discard_upload, path)
     return service.model_public(model)
 
 

@@ -47,7 +47,9 @@ def import_dataset_file(db: Session, *, owner: User, name: str, source: Path,
         raise Conflict(f"files of dataset '{owner.username}/{name}' are still on disk; choose "
                        "another name", code="duplicate_dataset")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    info = import_dataset(source, dest, max_bytes=get_settings().max_dataset_bytes, field=field)
+    settings = get_settings()
+    info = import_dataset(source, dest, max_bytes=settings.max_dataset_bytes, field=field,
+                          max_image_bytes=settings.max_image_bytes)
     dataset = Dataset(owner_id=owner.id, name=name, is_public=default_visibility(owner, is_public),
                       format=info.format,
                       info=info.model_dump(mode="json"), size_bytes=info.bytes)

@@ -27,6 +27,7 @@ from app.evaluations.manager import EvaluationFailed, get_manager
 from app.evaluations.offline import CONTENT_SECURITY_POLICY, offline_page
 from app.evaluations.sources import Subject, repo_subject, training_subject
 from app.models import Evaluation, Repository, Training, User
+from app.params import TrainingId
 
 router = APIRouter(include_in_schema=False)
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -178,13 +179,13 @@ def _repo_lookup(owner: str, name: str) -> Lookup:
 
 
 @router.get("/trainings/{training_id}/aim")
-async def training_report_root(training_id: int) -> RedirectResponse:
+async def training_report_root(training_id: TrainingId) -> RedirectResponse:
     """The report lives under the trailing slash."""
     return RedirectResponse(f"/trainings/{training_id}/aim/", status_code=307)
 
 
 @router.api_route("/trainings/{training_id}/aim/{path:path}", methods=METHODS)
-async def training_report(training_id: int, path: str, request: Request) -> Response:
+async def training_report(training_id: TrainingId, path: str, request: Request) -> Response:
     """Aim's UI of a training's evaluation, behind Trainyard's login."""
     return await _proxy(request, path, _training_lookup(training_id),
                         back=f"/trainings/{training_id}")

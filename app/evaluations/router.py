@@ -12,6 +12,7 @@ from app.evaluations.manager import get_manager
 from app.evaluations.metrics import training_metrics
 from app.evaluations.schemas import EvaluationCreate, EvaluationPublic, MetricsPublic
 from app.evaluations.sources import Subject, repo_subject, training_subject
+from app.params import TrainingId
 from app.repos.service import get_repo
 from app.trainings.service import get_training
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["evaluations"])
 
 @router.post("/trainings/{training_id}/evaluation", status_code=202,
              response_model=EvaluationPublic)
-async def start_evaluation(training_id: int, body: EvaluationCreate, db: SessionDep,
+async def start_evaluation(training_id: TrainingId, body: EvaluationCreate, db: SessionDep,
                            user: CurrentUser) -> EvaluationPublic:
     """Start (or reuse) the Aim report of a Completed training; poll GET until `running`."""
     def check() -> Subject:
@@ -34,7 +35,7 @@ async def start_evaluation(training_id: int, body: EvaluationCreate, db: Session
 
 
 @router.get("/trainings/{training_id}/evaluation", response_model=EvaluationPublic)
-async def get_evaluation(training_id: int, db: SessionDep,
+async def get_evaluation(training_id: TrainingId, db: SessionDep,
                          user: CurrentUser) -> EvaluationPublic:
     """The evaluation's status (`starting`, `running`, `failed` with `error`, `expired`)."""
     training = await run_in_threadpool(get_training, db, training_id, user=user)
@@ -42,7 +43,7 @@ async def get_evaluation(training_id: int, db: SessionDep,
 
 
 @router.delete("/trainings/{training_id}/evaluation", status_code=204)
-async def stop_evaluation(training_id: int, db: SessionDep, user: CurrentUser) -> Response:
+async def stop_evaluation(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Response:
     """Stop the training's Aim report now (it can be started again)."""
     training = await run_in_threadpool(get_training, db, training_id, user=user)
     await get_manager().stop_subject(training_subject(training.id))
@@ -71,7 +72,7 @@ async def get_comparison(owner: str, name: str, db: SessionDep,
 
 
 @router.get("/trainings/{training_id}/metrics", response_model=MetricsPublic)
-def get_metrics(training_id: int, db: SessionDep, user: CurrentUser,
+def get_metrics(training_id: TrainingId, db: SessionDep, user: CurrentUser,
                 max_points: int = Query(2000, ge=10, le=100_000,
                                         description="Points per series at most (evenly "
                                         "thinned, the last point kept).")) -> MetricsPublic:

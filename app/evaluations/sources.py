@@ -6,14 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from app import storage
+from app import safe_files, storage
 from app.errors import Conflict, Invalid
-from app.evaluations.aim_data import AIM_DIR, is_aim_repo
+from app.evaluations.aim_data import AIM_DIR
 from app.evaluations.aim_process import evaluations_root
 from app.evaluations.log_parser import LogParser
 from app.models import Evaluation, Repository, Training
@@ -82,20 +83,30 @@ def repo_subject(repo: Repository) -> Subject:
                    evaluations_root() / f"repo-{repo.id}")
 
 
-def _search_roots(training: Training) -> list[tuple[str, Path]]:
-    workspace = storage.training_workspace(training.id)
-    roots = [("the workspace root", workspace)]
+def _search_roots(training: Training) -> list[tuple[str, PurePosixPath]]:
+    roots = [("the workspace root", PurePosixPath("."))]
     code_dir = str(training.config.get("code_dir") or "").strip("/")
     if code_dir:
-        roots.append((f"the code folder {code_dir}/", workspace / code_dir))
-    roots += [(f"the output {name} ({rel}/)", workspace / rel)
-              for name, rel in output_dirs(training)]
+        roots.append((f"the code folder {code_dir}/", PurePosixPath(code_dir)))
+    roots += [(f"the output {name} ({rel}/)", rel) for name, rel in output_dirs(training)]
     return roots
+
+
+def _is_safe_aim_repo(workspace: Path, rel: PurePosixPath, *, field: str) -> bool:
+    """True when `rel/.aim` is a folder reached and filled without links; an Aim repository
+    holding a link or special file is refused (422 naming it), since Aim would follow it."""
+    try:
+        if not stat.S_ISDIR(safe_files.lstat_at(workspace, rel / AIM_DIR, field=field).st_mode):
+            return False
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    safe_files.check_tree(workspace, rel / AIM_DIR, field=field)
+    return True
 
 
 def resolve_aim_path(training: Training, aim_path: str) -> Path:
     """The folder holding `.aim` that `aim_path` names, relative to the workspace root, the code
-    folder, then each output folder; never outside the training's workspace."""
+    folder, then each output folder; never outside the workspace, never through a link."""
     raw = aim_path.strip()
     rel: PurePosixPath | None = None
     if raw.rstrip("/") not in ("", "."):
@@ -105,12 +116,9 @@ def resolve_aim_path(training: Training, aim_path: str) -> Path:
     workspace = storage.training_workspace(training.id).resolve()
     looked = []
     for label, root in _search_roots(training):
-        target = (root / rel if rel is not None and str(rel) != "." else root).resolve()
-        if not target.is_relative_to(workspace):
-            raise Invalid(f"aim_path: '{aim_path}' points outside the training's workspace",
-                          fields=[{"field": "aim_path", "message": "path escapes the workspace"}])
-        if is_aim_repo(target):
-            return target
+        target = root / rel if rel is not None else root
+        if _is_safe_aim_repo(workspace, target, field="aim_path"):
+            return workspace / target
         looked.append(label)
     raise Conflict(f"no Aim repository (a folder holding '.aim') at '{aim_path}' in training "
                    f"{training.id}: looked relative to {', '.join(looked)}; give the folder "
@@ -119,7 +127,7 @@ def resolve_aim_path(training: Training, aim_path: str) -> Path:
 
 def find_aim_repo(training: Training, aim_path: str | None = None) -> Path | None:
     """The training's own Aim repository: at `aim_path` if given, else the first `.aim` found
-    up to two levels below the code and output folders."""
+    up to two levels below the code and output folders (links neither followed nor used)."""
     if aim_path:
         try:
             return resolve_aim_path(training, aim_path)
@@ -127,11 +135,19 @@ def find_aim_repo(training: Training, aim_path: str | None = None) -> Path | Non
             return None
     workspace = storage.training_workspace(training.id).resolve()
     for _label, root in reversed(_search_roots(training)[1:]):
-        for folder, dirs, _files in os.walk(root):
-            depth = len(Path(folder).relative_to(root).parts)
-            if AIM_DIR in dirs and Path(folder).resolve().is_relative_to(workspace):
-                return Path(folder).resolve()
-            dirs[:] = [] if depth >= 2 else [d for d in dirs if not d.startswith(".")]
+        try:
+            nodes = [n for n in safe_files.walk(workspace, root, max_depth=3)
+                     if n.is_dir and n.refused is None and n.path.name == AIM_DIR
+                     and len(n.path.relative_to(root).parts) <= 3
+                     and not any(p.startswith(".") for p in n.path.relative_to(root).parts[:-1])]
+        except (FileNotFoundError, NotADirectoryError, safe_files.UnsafePath):
+            continue
+        for node in nodes:
+            try:
+                if _is_safe_aim_repo(workspace, node.path.parent, field="aim_path"):
+                    return workspace / node.path.parent
+            except safe_files.UnsafePath:
+                continue
     return None
 
 
@@ -153,10 +169,12 @@ def hyperparameters(training: Training) -> dict[str, Any]:
 
 def log_has_metrics(training: Training) -> bool:
     """True when the first megabytes of the training's log hold a metric line."""
-    path = storage.training_log(training.id)
-    if not path.is_file():
+    try:
+        fd, _info = safe_files.open_file(storage.training_dir(training.id),
+                                         storage.training_log(training.id).name)
+    except (OSError, safe_files.UnsafePath):
         return False
-    with path.open("rb") as f:
+    with os.fdopen(fd, "rb") as f:
         head = f.read(LOG_SNIFF_BYTES).decode("utf-8", errors="replace")
     parser = LogParser(run_name="probe")
     parser.feed(head)

@@ -25,6 +25,7 @@ from app.inference.schemas import (
     WarmUpRequest,
 )
 from app.models import Training
+from app.params import TrainingId
 from app.trainings.service import get_training
 from app.uploads import is_multipart
 
@@ -63,7 +64,7 @@ async def _read_upload(request: Request) -> tuple[bytes, str | None]:
 
 @api.post("/trainings/{training_id}/predict", response_model=PredictionPublic,
           openapi_extra=_PREDICT_BODY)
-async def predict(training_id: int, request: Request, db: SessionDep,
+async def predict(training_id: TrainingId, request: Request, db: SessionDep,
                   user: CurrentUser) -> PredictionPublic:
     """Predict the class of an uploaded image with a Completed training's checkpoint."""
     started = time.perf_counter()
@@ -81,7 +82,7 @@ async def predict(training_id: int, request: Request, db: SessionDep,
 
 
 @api.get("/trainings/{training_id}/inference", response_model=InferencePublic)
-async def inference_status(training_id: int, db: SessionDep,
+async def inference_status(training_id: TrainingId, db: SessionDep,
                            user: CurrentUser) -> InferencePublic:
     """Whether the training can predict, its checkpoints (default flagged), running predictors."""
 
@@ -109,7 +110,7 @@ async def inference_status(training_id: int, db: SessionDep,
 
 
 @api.post("/trainings/{training_id}/inference", status_code=202, response_model=WarmUpPublic)
-async def warm_up(training_id: int, db: SessionDep, user: CurrentUser,
+async def warm_up(training_id: TrainingId, db: SessionDep, user: CurrentUser,
                   body: WarmUpRequest | None = None) -> WarmUpPublic:
     """Start the predictor in the background, so that the first prediction is fast."""
     name = body.checkpoint if body else None
@@ -125,7 +126,7 @@ async def warm_up(training_id: int, db: SessionDep, user: CurrentUser,
 
 
 @api.delete("/trainings/{training_id}/inference", status_code=204)
-async def stop_inference(training_id: int, db: SessionDep, user: CurrentUser) -> Response:
+async def stop_inference(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Response:
     """Stop the training's predictors now (the next prediction starts one again)."""
     await run_in_threadpool(get_training, db, training_id, user=user)
     await service.get_manager().stop_training(training_id)
@@ -134,7 +135,7 @@ async def stop_inference(training_id: int, db: SessionDep, user: CurrentUser) ->
 
 @api.post("/trainings/{training_id}/publish", status_code=201, response_model=ModelPublic,
           tags=["models"])
-def publish(training_id: int, body: PublishRequest, db: SessionDep,
+def publish(training_id: TrainingId, body: PublishRequest, db: SessionDep,
             user: CurrentUser) -> ModelPublic:
     """Publish a checkpoint as the model `models/<you>/<name>/best.ckpt` (usable as an input)."""
     training = get_training(db, training_id, user=user)

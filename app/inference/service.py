@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import storage
+from app import safe_files, storage
 from app.config import get_settings
 from app.datasets.service import default_visibility
 from app.errors import Conflict, Invalid
@@ -113,7 +114,18 @@ def inference_problem(training: Training) -> tuple[str, str] | None:
         return ("training_not_completed",
                 f"training {training.id} is {training.status}; only a Completed training "
                 "can predict")
-    if not (storage.training_workspace(training.id) / APP_PATH).is_file():
+    try:  # the run could have replaced its code's app with a link: never follow it
+        info: os.stat_result | None = safe_files.lstat_at(
+            storage.training_workspace(training.id), APP_PATH, field="inference")
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except safe_files.UnsafePath as exc:
+        return ("unsafe_path", exc.detail)
+    why = safe_files.refusal(info) if info is not None else None
+    if why is not None:
+        return ("unsafe_path", f"inference: '{APP_PATH}' {why}; Trainyard does not follow links "
+                "a run may have planted")
+    if info is None or not stat.S_ISREG(info.st_mode):
         return ("no_inference_app",
                 f"the code of training {training.id} has no {APP_PATH}: add one to the "
                 "repository (the sample's shows the interface) and train again")
@@ -182,13 +194,26 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
         raise Conflict(f"training {training.id} is {training.status}; only a Completed "
                        "training's checkpoint can be published", code="training_not_completed")
     chosen = choose_checkpoint(training, checkpoint)
+    # The copy reads the descriptor that was checked: a link swapped in later is not followed.
+    fd, info = safe_files.open_file(storage.training_workspace(training.id), chosen.path,
+                                    field="checkpoint")
+    try:
+        return _publish_open(db, training=training, user=user, name=name, chosen=chosen,
+                             fd=fd, size=info.st_size, description=description,
+                             is_public=is_public)
+    finally:
+        os.close(fd)
+
+
+def _publish_open(db: Session, *, training: Training, user: User, name: str, chosen: Checkpoint,
+                  fd: int, size: int, description: str, is_public: bool | None) -> Model:
     duplicate = Conflict(f"model '{user.username}/{name}' already exists; delete it or choose "
                          "another name", code="duplicate_model")
     if db.scalar(select(Model.id).where(Model.owner_id == user.id, Model.name == name)):
         raise duplicate
     model = Model(owner_id=user.id, name=name, description=description,
                   is_public=default_visibility(user, is_public), source_training_id=training.id,
-                  size_bytes=chosen.file.stat().st_size,
+                  size_bytes=size,
                   info={"files": [BEST_CHECKPOINT],
                         "source": {"training_id": training.id, "repo": training.repo.full_name,
                                    "job_name": training.job_name, "checkpoint": chosen.path}})
@@ -201,7 +226,7 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
     dest = storage.model_dir(user.username, name)
     stage = storage.staging_dir("model-")
     try:
-        shutil.copyfile(chosen.file, stage / BEST_CHECKPOINT)
+        safe_files.copy_out(os.dup(fd), stage / BEST_CHECKPOINT)
         storage.remove_tree(dest)  # left by a publish whose commit failed: no row owns it
         dest.parent.mkdir(parents=True, exist_ok=True)
         stage.rename(dest)

@@ -41,11 +41,12 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
             path = await save_upload(form_file(form, "archive"),
                                      max_bytes=settings.max_repo_bytes, field="archive")
         try:
-            repo = service.create_from_archive(db, owner=user, name=name, archive=path)
-            db.commit()
+            repo = await run_in_threadpool(service.create_from_archive, db, owner=user,
+                                           name=name, archive=path)
+            await run_in_threadpool(db.commit)
         finally:
-            discard_upload(path)
-        return service.to_public(db, repo)
+            await run_in_threadpool(discard_upload, path)
+        return await run_in_threadpool(service.to_public, db, repo)
     try:
         body = RepoCreate.model_validate(await json_body(request))
     except ValidationError as exc:
@@ -53,10 +54,10 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
                   for e in exc.errors()]
         raise Invalid("; ".join(f"{f['field']}: {f['message']}" for f in fields),
                       fields=fields) from exc
-    repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
-                                 description=body.description)
-    db.commit()
-    return service.to_public(db, repo)
+    repo = await run_in_threadpool(service.fork_template, db, owner=user, name=body.name,
+                                   template=body.template, description=body.description)
+    await run_in_threadpool(db.commit)
+    return await run_in_threadpool(service.to_public, db, repo)
 
 
 @router.get("", response_model=list[RepoPublic])
@@ -100,7 +101,7 @@ def read_file(owner: str, name: str, path: str, db: SessionDep,
 async def write_file(owner: str, name: str, path: str, request: Request, db: SessionDep,
                      user: CurrentUser) -> FileWritten:
     """Create or replace one file of the repository with the raw request body."""
-    repo = service.get_repo(db, owner=owner, name=name, user=user)
+    repo = await run_in_threadpool(service.get_repo, db, owner=owner, name=name, user=user)
     service.require_write(repo, user)
     limit = get_settings().max_upload_file_bytes
     body = bytearray()
@@ -108,6 +109,6 @@ async def write_file(owner: str, name: str, path: str, request: Request, db: Ses
         body.extend(chunk)
         if len(body) > limit:
             raise TooLarge(f"file is larger than the limit of {limit} bytes")
-    written = service.write_file(db, repo, path, bytes(body))
-    db.commit()
+    written = await run_in_threadpool(service.write_file, db, repo, path, bytes(body))
+    await run_in_threadpool(db.commit)
     return FileWritten(path=str(written), size=len(body))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -67,6 +68,8 @@ class _Tail:
             if not self.path.exists():
                 return b""
             self.file = self.path.open("rb")
+            # A resume offset past the end (a stale or forged Last-Event-ID) starts at the end.
+            self.pos = min(self.pos, os.fstat(self.file.fileno()).st_size)
             self.file.seek(self.pos)
         return self.file.read(CHUNK)
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import os
 import queue
+import stat
 import tarfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from app import storage
+from app import safe_files, storage
 from app.errors import NotFound
 from app.models import Training
 from app.trainings.schemas import OutputFile
@@ -25,34 +28,62 @@ def output_dirs(training: Training) -> list[tuple[str, PurePosixPath]]:
 
 
 def list_outputs(training: Training) -> list[OutputFile]:
-    """Every file under the training's output folders."""
+    """Every file under the training's output folders; links and special files are listed with
+    the reason they are not served, and never followed."""
     workspace = storage.training_workspace(training.id)
     files: list[OutputFile] = []
     for name, rel in output_dirs(training):
-        root = workspace / rel
-        for dirpath, _dirs, names in os.walk(root):
-            for fname in sorted(names):
-                path = Path(dirpath) / fname
-                if path.is_symlink() or not path.is_file():
-                    continue
-                stat = path.stat()
+        try:
+            nodes = list(safe_files.walk(workspace, rel, field="outputs"))
+        except FileNotFoundError:
+            continue
+        except (safe_files.UnsafePath, NotADirectoryError) as exc:
+            why = exc.detail if isinstance(exc, safe_files.UnsafePath) else "is not a folder"
+            files.append(_refused(rel, name, why))
+            continue
+        for node in nodes:
+            if node.refused is not None:
+                files.append(_refused(node.path, name, f"'{node.path}' {node.refused}"))
+            elif not node.is_dir:
                 files.append(OutputFile(
-                    path=path.relative_to(workspace).as_posix(), output=name, size=stat.st_size,
-                    modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
-                    checkpoint=fname.endswith(CHECKPOINT_SUFFIXES)))
+                    path=node.path.as_posix(), output=name, size=node.size,
+                    modified_at=datetime.fromtimestamp(node.mtime, UTC),
+                    checkpoint=node.path.name.endswith(CHECKPOINT_SUFFIXES)))
     return sorted(files, key=lambda f: f.path)
 
 
-def resolve_output(training: Training, raw: str) -> Path:
-    """A file or folder inside one of the training's outputs (404 otherwise)."""
+def _refused(path: PurePosixPath, output: str, why: str) -> OutputFile:
+    return OutputFile(path=path.as_posix(), output=output, size=0,
+                      modified_at=datetime.fromtimestamp(0, UTC), checkpoint=False,
+                      refused=f"not served: {why}")
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """A file (with its open descriptor and fstat) or a folder among a training's outputs."""
+
+    rel: PurePosixPath  # relative to the workspace
+    fd: int | None = None
+    info: os.stat_result | None = None
+
+
+def resolve_output(training: Training, raw: str) -> OutputTarget:
+    """A file or folder inside one of the training's outputs, reached without following links
+    (404 when absent, 422 naming the path when it is a link or special file)."""
     workspace = storage.training_workspace(training.id)
     rel = storage.relative_path(raw, field="path")
-    target = storage.resolve_inside(workspace, rel, field="path")
-    for _name, out in output_dirs(training):
-        root = (workspace / out).resolve()
-        if (target == root or target.is_relative_to(root)) and target.exists():
-            return target
-    raise NotFound(f"training {training.id} has no output '{raw}'")
+    missing = NotFound(f"training {training.id} has no output '{raw}'")
+    if not any(rel == out or rel.is_relative_to(out) for _name, out in output_dirs(training)):
+        raise missing
+    try:
+        info = safe_files.lstat_at(workspace, rel)
+        if stat.S_ISDIR(info.st_mode):
+            os.close(safe_files.open_dir(workspace, rel))
+            return OutputTarget(rel)
+        fd, info = safe_files.open_file(workspace, rel)
+    except (FileNotFoundError, NotADirectoryError):
+        raise missing from None
+    return OutputTarget(rel, fd, info)
 
 
 class _QueueWriter:
@@ -77,8 +108,12 @@ class _QueueWriter:
         return None
 
 
-def stream_tar_gz(folder: Path, *, arcname: str) -> Iterator[bytes]:
-    """The folder as a .tar.gz, produced while it is sent (never built whole in memory)."""
+def stream_tar_gz(training: Training, folder: PurePosixPath, *, arcname: str) -> Iterator[bytes]:
+    """An output folder as a .tar.gz, produced while it is sent (never built whole in memory).
+
+    Links and special files are left out and listed in a SKIPPED.txt member.
+    """
+    workspace = storage.training_workspace(training.id)
     q: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -86,7 +121,7 @@ def stream_tar_gz(folder: Path, *, arcname: str) -> Iterator[bytes]:
     def produce() -> None:
         try:
             with tarfile.open(fileobj=_QueueWriter(q, stop), mode="w|gz") as tar:  # type: ignore[call-overload]
-                tar.add(folder, arcname=arcname, filter=_no_links)
+                _add_tree(tar, workspace, folder, arcname)
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -108,5 +143,35 @@ def stream_tar_gz(folder: Path, *, arcname: str) -> Iterator[bytes]:
         raise errors[0]
 
 
-def _no_links(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    return None if info.issym() or info.islnk() else info
+def _add_tree(tar: tarfile.TarFile, workspace: Path, folder: PurePosixPath,
+              arcname: str) -> None:
+    skipped: list[str] = []
+    tar.addfile(_dir_info(arcname))
+    for node in safe_files.walk(workspace, folder):
+        name = f"{arcname}/{node.path.relative_to(folder).as_posix()}"
+        if node.refused is not None:
+            skipped.append(f"{node.path}: {node.refused}")
+        elif node.is_dir:
+            tar.addfile(_dir_info(name, node.mtime))
+        else:
+            try:
+                fd, info = safe_files.open_file(workspace, node.path)
+            except (safe_files.UnsafePath, OSError) as exc:
+                skipped.append(f"{node.path}: {getattr(exc, 'detail', exc)}")
+                continue
+            member = tarfile.TarInfo(name)
+            member.size, member.mtime, member.mode = info.st_size, int(info.st_mtime), 0o644
+            with os.fdopen(fd, "rb") as data:
+                tar.addfile(member, data)
+    if skipped:
+        note = ("Trainyard left out these entries: it does not follow links or read special "
+                "files in a training's outputs.\n" + "\n".join(skipped) + "\n").encode()
+        member = tarfile.TarInfo(f"{arcname}/SKIPPED.txt")
+        member.size = len(note)
+        tar.addfile(member, io.BytesIO(note))
+
+
+def _dir_info(name: str, mtime: float = 0.0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(mtime)
+    return info

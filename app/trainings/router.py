@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
-from app import storage
+from app import safe_files, storage
 from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.db import SessionDep, get_sessionmaker
@@ -20,13 +21,16 @@ from app.evaluations.manager import stop_training_evaluation
 from app.inference.service import get_manager as get_predictors
 from app.models import Training, TrainingStatus
 from app.models.training import finish
+from app.params import DB_INT_MAX, TrainingId
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
 from app.trainings import outputs, service
 from app.trainings.config import config_json_schema, parse_config_text
+from app.trainings.config_rules import MAX_CONFIG_BYTES
 from app.trainings.logs import SharedStatus, read_range, stream_events
 from app.trainings.runtimes import list_flavors, list_runtimes
 from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
+from app.uploads import read_body
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trainings"])
@@ -67,7 +71,8 @@ async def create_training(owner: str, name: str, request: Request, db: SessionDe
 
     The body may be pasted config.json text: comments and trailing commas are accepted.
     """
-    body = parse_config_text(await request.body(), source="the request body")
+    raw = await read_body(request, max_bytes=MAX_CONFIG_BYTES)
+    body = await run_in_threadpool(parse_config_text, raw, source="the request body")
 
     def create() -> Training:
         repo = get_repo(db, owner=owner, name=name, user=user)
@@ -93,13 +98,13 @@ def list_trainings(owner: str, name: str, db: SessionDep,
 
 
 @router.get("/trainings/{training_id}", response_model=TrainingPublic)
-def get_training(training_id: int, db: SessionDep, user: CurrentUser) -> TrainingPublic:
+def get_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> TrainingPublic:
     """A training's status, timestamps, duration, config and error."""
     return service.to_public(service.get_training(db, training_id, user=user))
 
 
 @router.post("/trainings/{training_id}/terminate", status_code=202, response_model=Accepted)
-def terminate_training(training_id: int, db: SessionDep, user: CurrentUser) -> Accepted:
+def terminate_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Accepted:
     """Stop a training: queued ones end at once, running ones go through Terminating."""
     training = service.get_training(db, training_id, user=user)
     service.request_termination(db, training, user=user)
@@ -108,7 +113,7 @@ def terminate_training(training_id: int, db: SessionDep, user: CurrentUser) -> A
 
 
 @router.delete("/trainings/{training_id}", status_code=204)
-async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -> Response:
+async def delete_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a training and its files; a running one is terminated first."""
     training = await run_in_threadpool(service.get_training, db, training_id, user=user)
     if not training.state.finished:
@@ -134,7 +139,7 @@ async def delete_training(training_id: int, db: SessionDep, user: CurrentUser) -
 
 @router.get("/trainings/{training_id}/log", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
-def get_log(training_id: int, db: SessionDep, user: CurrentUser,
+def get_log(training_id: TrainingId, db: SessionDep, user: CurrentUser,
             offset: int = Query(0, description="First byte; negative counts from the end."),
             limit: int = Query(1024 * 1024, ge=1, le=16 * 1024 * 1024)) -> Response:
     """The log as plain text from byte `offset` (at most `limit` bytes)."""
@@ -155,8 +160,8 @@ _statuses = SharedStatus(_read_status)
 
 
 @router.get("/trainings/{training_id}/log/stream")
-async def stream_log(training_id: int, request: Request, user: CurrentUser,
-                     offset: int = Query(0, ge=0)) -> EventSourceResponse:
+async def stream_log(training_id: TrainingId, request: Request, user: CurrentUser,
+                     offset: int = Query(0, ge=0, le=DB_INT_MAX)) -> EventSourceResponse:
     """Server-Sent Events following the log until the training ends (resume: Last-Event-ID)."""
     sessions = get_sessionmaker()
 
@@ -166,7 +171,7 @@ async def stream_log(training_id: int, request: Request, user: CurrentUser,
 
     await run_in_threadpool(check_access)
     last_id = request.headers.get("last-event-id", "")
-    start = int(last_id) if last_id.isdigit() else offset
+    start = min(int(last_id), DB_INT_MAX) if last_id.isascii() and last_id.isdigit() else offset
 
     async def get_status() -> str | None:
         return await _statuses.get(training_id)
@@ -177,22 +182,29 @@ async def stream_log(training_id: int, request: Request, user: CurrentUser,
 
 
 @router.get("/trainings/{training_id}/outputs", response_model=list[OutputFile])
-def get_outputs(training_id: int, db: SessionDep, user: CurrentUser) -> list[OutputFile]:
+def get_outputs(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> list[OutputFile]:
     """Files the training wrote to its outputs (checkpoints flagged)."""
     return outputs.list_outputs(service.get_training(db, training_id, user=user))
 
 
-@router.get("/trainings/{training_id}/outputs/{path:path}", response_model=None)
-def download_output(training_id: int, path: str, db: SessionDep,
-                    user: CurrentUser) -> FileResponse | StreamingResponse:
+@router.get("/trainings/{training_id}/outputs/{path:path}", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {},
+                                         "application/gzip": {}}}})
+def download_output(training_id: TrainingId, path: str, db: SessionDep,
+                    user: CurrentUser) -> StreamingResponse:
     """Download one output file, or a whole output folder as a streamed .tar.gz."""
     training = service.get_training(db, training_id, user=user)
     target = outputs.resolve_output(training, path)
-    if target.is_file():
-        return FileResponse(target, filename=target.name,
-                            media_type="application/octet-stream")
-    name = f"training-{training.id}-{target.name}"
-    return StreamingResponse(outputs.stream_tar_gz(target, arcname=target.name),
+    if target.fd is not None and target.info is not None:
+        return StreamingResponse(safe_files.read_chunks(target.fd),
+                                 media_type="application/octet-stream", headers={
+                                     "Content-Length": str(target.info.st_size),
+                                     "Content-Disposition": _attachment(target.rel.name)})
+    name = f"training-{training.id}-{target.rel.name}"
+    return StreamingResponse(outputs.stream_tar_gz(training, target.rel, arcname=target.rel.name),
                              media_type="application/gzip",
-                             headers={"Content-Disposition":
-                                      f'attachment; filename="{name}.tar.gz"'})
+                             headers={"Content-Disposition": _attachment(f"{name}.tar.gz")})
+
+
+def _attachment(filename: str) -> str:
+    return f"attachment; filename*=utf-8''{quote(filename)}"

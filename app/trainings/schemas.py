@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class TrainingPublic(BaseModel):
@@ -34,6 +34,8 @@ class OutputFile(BaseModel):
     size: int
     modified_at: datetime
     checkpoint: bool
+    refused: str | None = Field(default=None, description="Why the entry is listed but not "
+                                "served: a link or special file the run planted.")
 
 
 class Accepted(BaseModel):

@@ -117,8 +117,9 @@ async def fork_sample(request: Request, db: SessionDep) -> Response:
         name, supplied = _text(form, "name"), form.get(CSRF_FORM_FIELD)
     try:
         check_form_csrf(request, supplied)
-        repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
-        db.commit()
+        repo = await run_in_threadpool(repos.fork_template, db, owner=user, name=name,
+                                       template="resnet50")
+        await run_in_threadpool(db.commit)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="fork", name=name, exc=exc)
     flash(request, f"Forked the ResNet50 sample into {repo.full_name}.")
@@ -141,10 +142,11 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
                                         max_bytes=get_settings().max_repo_bytes,
                                         field="archive")
         try:
-            repo = repos.create_from_archive(db, owner=user, name=name, archive=archive)
-            db.commit()
+            repo = await run_in_threadpool(repos.create_from_archive, db, owner=user, name=name,
+                                           archive=archive)
+            await run_in_threadpool(db.commit)
         finally:
-            discard_upload(archive)
+            await run_in_threadpool(discard_upload, archive)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="upload", name=name, exc=exc)
     flash(request, f"Created {repo.full_name} from the archive.")

@@ -15,6 +15,7 @@ from app.db import SessionDep
 from app.errors import AppError
 from app.headers import TEXT_PLAIN, USER_CONTENT_HEADERS
 from app.models import Repository, Training, User
+from app.params import TrainingId
 from app.repos import service as repos
 from app.repos.schemas import RepoDetail, RepoFile, RepoPublic
 from app.trainings import outputs
@@ -129,7 +130,7 @@ def new_training_page(owner: str, name: str, request: Request, db: SessionDep) -
 
 
 @router.get("/trainings/{training_id}")
-def training_page(training_id: int, request: Request, db: SessionDep) -> Response:
+def training_page(training_id: TrainingId, request: Request, db: SessionDep) -> Response:
     """A training: status, times, config, live log, outputs, terminate and delete."""
     found = _training_for_page(request, db, training_id)
     if isinstance(found, Response):
@@ -144,7 +145,7 @@ def training_page(training_id: int, request: Request, db: SessionDep) -> Respons
 
 
 @router.get("/trainings/{training_id}/log.txt", response_model=None)
-def download_log(training_id: int, request: Request, db: SessionDep) -> Response:
+def download_log(training_id: TrainingId, request: Request, db: SessionDep) -> Response:
     """The whole log of a training as a file download."""
     found = _training_for_page(request, db, training_id)
     if isinstance(found, Response):
