@@ -2,7 +2,8 @@
 
 FastAPI documents a 422 `HTTPValidationError` that Trainyard never sends. Here, once for every
 route, the error responses a route can really give are documented with the `Error` schema:
-401/403/409 for routes that need a caller, 404 for routes with path parameters, 413 for
+401/403/409/429 for routes that need a caller (429: too many failed authentications from
+the client's address), 404 for routes with path parameters, 413 for
 routes with a body, 422 for routes that take input. Routes declare nothing by hand.
 """
 
@@ -33,7 +34,8 @@ ERROR_SCHEMA: dict[str, Any] = {
 DESCRIPTIONS = {401: "Missing or invalid API token", 403: "Not allowed for this caller",
                 404: "No such resource (or not visible to the caller)",
                 409: "Conflicts with the current state", 413: "Over a size limit",
-                422: "Invalid input; `fields` names each offending field"}
+                422: "Invalid input; `fields` names each offending field",
+                429: "Too many failed authentications from this address; see Retry-After"}
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
@@ -60,6 +62,8 @@ def error_statuses(route: APIRoute) -> list[int]:
         statuses.append(413)
     if _takes_input(route):
         statuses.append(422)
+    if caller:
+        statuses.append(429)
     return statuses
 
 

@@ -11,3 +11,4 @@ from fastapi import Path
 DB_INT_MAX = 2**63 - 1
 
 TrainingId = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="The training's id.")]
+TokenId = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="The API token's id.")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from app.auth import tokens
@@ -12,6 +12,7 @@ from app.auth.deps import AdminUser, CurrentUser
 from app.auth.service import create_user
 from app.db import SessionDep
 from app.models import ApiToken
+from app.params import TokenId
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -86,8 +87,7 @@ def post_token(body: TokenCreate, request: Request, db: SessionDep,
 
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"])
-def delete_token(db: SessionDep, user: CurrentUser,
-                 token_id: int = Path(ge=1, le=2**62)) -> Response:
+def delete_token(db: SessionDep, user: CurrentUser, token_id: TokenId) -> Response:
     """Revoke one of the caller's tokens: it stops working at once (so do browser sessions
     signed in with it)."""
     tokens.revoke_token(db, user=user, token_id=token_id)
