@@ -451,3 +451,68 @@ def test_publish_makes_a_model_listed_by_models_list(live: Live, fake_model: tup
     assert re.search(rf"/{name}\s+epoch two\s+1\s+10 bytes", cli("models", "list").stdout)
     twice = cli("publish", str(tid), name)
     assert twice.returncode == 1 and "duplicate_model" in twice.stderr, twice.stderr
+
+
+def test_login_warns_when_the_environment_outranks_it_and_whoami_tells(
+        live: Live, tmp_path: Path) -> None:
+    user, client = live.new_user("alice")
+    token = str(client.headers["Authorization"]).split()[1]
+    cli = make_cli(tmp_path, TRAINYARD_URL=live.url)
+    shadowed = cli("login", "--token", token, TRAINYARD_TOKEN=ADMIN_TOKEN)
+    assert shadowed.returncode == 0, shadowed.stderr
+    assert f"as {user};" in shadowed.stdout
+    assert "TRAINYARD_TOKEN is set in the environment and outranks the saved login: " \
+           "commands will run as admin (admin)" in shadowed.stderr, shadowed.stderr
+    env_who = cli("whoami", TRAINYARD_TOKEN=ADMIN_TOKEN)
+    assert env_who.returncode == 0, env_who.stderr
+    assert env_who.stdout.startswith(f"admin (admin) at {live.url} (token from the "
+                                     "TRAINYARD_TOKEN environment variable)"), env_who.stdout
+    saved_who = cli("whoami")
+    assert saved_who.stdout.startswith(f"{user} at {live.url} (token from saved login ")
+    quiet = cli("login", "--token", token)
+    assert quiet.returncode == 0 and "Warning" not in quiet.stderr, quiet.stderr
+    nobody = make_cli(tmp_path / "other", TRAINYARD_URL=live.url)("whoami")
+    assert nobody.returncode == 1 and "not logged in" in nobody.stderr
+
+
+def test_submit_with_another_name_and_readable_headlines(
+        user_cli: tuple[Cli, httpx.Client], tmp_path: Path) -> None:
+    cli, client = user_cli
+    repo = push(cli, tmp_path, config("cli-named"))
+    first = cli("submit", "--repo", repo, "train/config.json")
+    assert first.returncode == 0, first.stderr
+    client.post(f"/api/v1/trainings/{training_id(first.stdout)}/terminate")
+    again = cli("submit", "--repo", repo, "train/config.json")
+    assert again.returncode == 1 and "trainyard submit --name" in again.stderr, again.stderr
+    renamed = cli("submit", "--repo", repo, "train/config.json", "--name", "cli-named-2")
+    assert renamed.returncode == 0, renamed.stderr
+    assert "(cli-named-2)" in renamed.stdout
+    client.post(f"/api/v1/trainings/{training_id(renamed.stdout)}/terminate")
+
+
+def test_error_headlines_are_sentences() -> None:
+    from app.cli.client_api import error_lines
+
+    text_file = {"error": "invalid", "detail": "file: not an image this service reads",
+                 "fields": [{"field": "file", "message": "not an image this service reads"}]}
+    assert error_lines(text_file) == ("the request has 1 problem",
+                                      ["file: not an image this service reads"])
+    config = {"error": "invalid", "detail": "training config has 2 problems: a: x; b: y",
+              "fields": [{"field": "a", "message": "x"}, {"field": "b", "message": "y"}]}
+    assert error_lines(config) == ("training config has 2 problems", ["a: x", "b: y"])
+    assert error_lines({"error": "not_found"}) == ("not found", [])
+
+
+def test_models_delete(live: Live, user_cli: tuple[Cli, httpx.Client], tmp_path: Path) -> None:
+    cli, client = user_cli
+    ckpt = _write(tmp_path / "resnet.ckpt", "weights")
+    name = unique("m")
+    assert cli("models", "upload", name, str(ckpt)).returncode == 0
+    twice = cli("models", "upload", name, str(ckpt))
+    owner = client.get("/api/v1/me").json()["username"]
+    assert f"`trainyard models delete {owner}/{name}`" in twice.stderr, twice.stderr
+    unasked = cli("models", "delete", f"{owner}/{name}")
+    assert unasked.returncode == 1 and "pass --yes" in unasked.stderr
+    gone = cli("models", "delete", f"{owner}/{name}", "--yes")
+    assert gone.returncode == 0 and f"deleted model {owner}/{name}" in gone.stdout, gone.stderr
+    assert client.get(f"/api/v1/models/{owner}/{name}").status_code == 404

@@ -50,6 +50,9 @@ def submit(repo: Annotated[str, typer.Option(metavar="OWNER/NAME", help="Reposit
                "e.g. train/config.json.")] = None,
            file: Annotated[Path | None, typer.Option(
                "--file", help="Send a local config file (JSON or JSONC) instead.")] = None,
+           name: Annotated[str | None, typer.Option(
+               "--name", help="Job name for this run instead of the config's job_name "
+               "(names are unique in a repository).")] = None,
            follow: Annotated[bool, typer.Option(
                "--follow", "-f", help="Then follow the log until the training ends.")] = False,
            url: UrlOption = None, token: TokenOption = None) -> None:
@@ -57,6 +60,8 @@ def submit(repo: Annotated[str, typer.Option(metavar="OWNER/NAME", help="Reposit
     if (config_path is None) == (file is None):
         die("give either CONFIG_PATH (a file in the repository) or --file LOCAL.json")
     body = {"config_path": config_path} if file is None else _read_config_file(file)
+    if name is not None and isinstance(body, dict):
+        body["job_name"] = name
     with connect(url, token) as api:
         created = api.request("POST", repo_path(repo, "trainings"), json=body).json()
         out.print(f"training {created['id']} ({created['job_name']}) in {created['repo']}: ",

@@ -181,8 +181,9 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
         raise Conflict(f"training {training.id} is {training.status}; only a Completed "
                        "training's checkpoint can be published", code="training_not_completed")
     chosen = choose_checkpoint(training, checkpoint)
-    duplicate = Conflict(f"model '{user.username}/{name}' already exists; delete it or choose "
-                         "another name", code="duplicate_model")
+    duplicate = Conflict(f"model '{user.username}/{name}' already exists; choose another name "
+                         f"or delete it (`trainyard models delete {user.username}/{name}`)",
+                         code="duplicate_model")
     if db.scalar(select(Model.id).where(Model.owner_id == user.id, Model.name == name)):
         raise duplicate
     model = Model(owner_id=user.id, name=name, description=description, is_public=is_public,
