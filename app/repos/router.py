@@ -42,11 +42,12 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
             path = await save_upload(form_file(form, "archive"),
                                      max_bytes=settings.max_repo_bytes, field="archive")
         try:
-            repo = service.create_from_archive(db, owner=user, name=name, archive=path)
+            repo, stripped = service.create_from_archive(db, owner=user, name=name,
+                                                         archive=path)
             db.commit()
         finally:
             discard_upload(path)
-        return service.to_public(db, repo)
+        return service.to_public(db, repo).model_copy(update={"stripped_root": stripped})
     try:
         body = RepoCreate.model_validate(await json_body(request))
     except ValidationError as exc:
