@@ -25,7 +25,7 @@ from tests.cifar_data import write_cifar_binary
 from tests.inference_apps import CLASSES, completed_training, fake_repo, image_bytes
 from tests.live import ADMIN_TOKEN, ROOT, Live, free_port, unique
 from tests.loss_monitor import LOSS_MONITOR_TRAIN
-from tests.repo_files import BOOT_FILES, config, create_repo, submit
+from tests.repo_files import BOOT_FILES, config, create_repo, submit, tar_gz
 
 
 @dataclass
@@ -148,7 +148,7 @@ def test_push_submit_follow_list_and_download(user_cli: tuple[Cli, httpx.Client]
     assert re.search(r"Created by\s+\w", detail) and not re.search(r"Created by\s+-", detail)
 
     table = cli("outputs", str(tid)).stdout
-    assert re.search(r"out/model\.ckpt\s+700 bytes\s+\S+ \S+\s+yes", table), table
+    assert re.search(r"out/model\.ckpt\s+700 B\s+\S+ \S+\s+yes", table), table
     dest = tmp_path / "downloaded"
     got = cli("outputs", str(tid), "--download", str(dest))
     assert got.returncode == 0, got.stderr
@@ -446,9 +446,9 @@ def test_publish_makes_a_model_listed_by_models_list(live: Live, fake_model: tup
     r = cli("publish", str(tid), name, "--checkpoint", "resnet-2_10.ckpt",
             "--description", "epoch two")
     assert r.returncode == 0, r.stderr
-    assert re.search(rf"as model \S+/{name} \(10 bytes\)", r.stdout), r.stdout
+    assert re.search(rf"as model \S+/{name} \(10 B\)", r.stdout), r.stdout
     assert re.search(rf"inputs as: models/\S+/{name}/best\.ckpt", r.stdout), r.stdout
-    assert re.search(rf"/{name}\s+epoch two\s+1\s+10 bytes", cli("models", "list").stdout)
+    assert re.search(rf"/{name}\s+epoch two\s+1\s+10 B", cli("models", "list").stdout)
     twice = cli("publish", str(tid), name)
     assert twice.returncode == 1 and "duplicate_model" in twice.stderr, twice.stderr
 
@@ -516,3 +516,22 @@ def test_models_delete(live: Live, user_cli: tuple[Cli, httpx.Client], tmp_path:
     gone = cli("models", "delete", f"{owner}/{name}", "--yes")
     assert gone.returncode == 0 and f"deleted model {owner}/{name}" in gone.stdout, gone.stderr
     assert client.get(f"/api/v1/models/{owner}/{name}").status_code == 404
+
+
+def test_list_keeps_long_repository_names_whole_at_80_columns(
+        user_cli: tuple[Cli, httpx.Client]) -> None:
+    cli, client = user_cli
+    name = unique("a-rather-long-repository-name-for-the-list-")
+    r = client.post("/api/v1/repos", data={"name": name},
+                    files={"archive": ("r.tar.gz", tar_gz(BOOT_FILES))})
+    assert r.status_code == 201, r.text
+    repo = r.json()["full_name"]
+    created = submit(client, repo, config("long-name-run"))
+    assert created.status_code == 201, created.text
+    listed = cli("list", "--repo", repo, COLUMNS="80")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.strip().startswith(
+        str(created.json()["id"])))
+    assert repo in row and "long-name-run" in row, listed.stdout
+    assert "…" not in listed.stdout
+    client.post(f"/api/v1/trainings/{created.json()['id']}/terminate")

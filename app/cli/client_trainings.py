@@ -140,8 +140,14 @@ def list_trainings(repo: Annotated[str | None, typer.Option(
     if not rows:
         out.print("no trainings yet: `trainyard submit --repo OWNER/NAME train/config.json`")
         return
-    table = Table("ID", "Repository", "Name", "Status", "Created", "Duration", box=None,
-                  header_style="bold")
+    table = Table(box=None, header_style="bold")
+    # Ids and names are never cut short on a narrow terminal: the times wrap instead.
+    for header, key in (("ID", "id"), ("Repository", "repo"), ("Name", "job_name"),
+                        ("Status", "status")):
+        table.add_column(header, no_wrap=True,
+                         min_width=max(len(header), *(len(str(t[key])) for t in rows)))
+    table.add_column("Created")
+    table.add_column("Duration")
     for t in rows:
         table.add_row(str(t["id"]), t["repo"], t["job_name"], fmt.status(t["status"]),
                       fmt.when(t["created_at"]), fmt.duration(t.get("duration_s")))
