@@ -318,6 +318,12 @@ def test_one_answer_lists_schema_boot_file_and_input_problems(live: Live) -> Non
     assert fields["boot_file"] == f"code/absent.py does not exist in {repo}"
     assert fields["inputs[0].input_url"] == "datasets/nobody/missing does not exist"
     assert r.json()["detail"].startswith("training config has 4 problems: ")
+    # Written without the trailing slash, the code folder still leads to the boot file.
+    r = submit(client, repo, config("no-slash", code_dir="code", boot_file="absent.py",
+                                    job_description="x" * 101))
+    assert {f["field"]: f["message"] for f in r.json()["fields"]} == {
+        "job_description": "at most 100 characters allowed, got 101",
+        "boot_file": f"code/absent.py does not exist in {repo}"}, r.text
 
 
 def test_a_repository_config_runs_again_under_another_job_name(live: Live) -> None:

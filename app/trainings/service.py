@@ -56,10 +56,12 @@ def load_config_data(repo: Repository, body: Any) -> Any:
 
 def _code_problems(repo: Repository, data: dict[str, Any], bad: set[str]
                    ) -> list[dict[str, Any]]:
-    code_dir, boot_file = data.get("code_dir"), data.get("boot_file")
+    code_dir, boot_file = data.get("code_dir") or "", data.get("boot_file")
     if bad & {"code_dir", "boot_file"} or not isinstance(code_dir, str) \
             or not isinstance(boot_file, str):
         return []  # the schema's own message covers it; the path may not be safe to look up
+    if code_dir and not code_dir.endswith("/"):
+        code_dir += "/"  # as the schema normalises it
     if boot_file.startswith(code_dir) and len(boot_file) > len(code_dir):
         boot_file = boot_file[len(code_dir):]
     boot = code_dir + boot_file
