@@ -469,6 +469,10 @@ def test_login_warns_when_the_environment_outranks_it_and_whoami_tells(
                                      "TRAINYARD_TOKEN environment variable)"), env_who.stdout
     saved_who = cli("whoami")
     assert saved_who.stdout.startswith(f"{user} at {live.url} (token from saved login ")
+    refused = cli("login", "--token", token, TRAINYARD_TOKEN="ty_wrong")
+    assert refused.returncode == 0, refused.stderr
+    assert "commands will run with a token that" in refused.stderr
+    assert "refuses (401)" in refused.stderr.replace("\n", " ")
     quiet = cli("login", "--token", token)
     assert quiet.returncode == 0 and "Warning" not in quiet.stderr, quiet.stderr
     nobody = make_cli(tmp_path / "other", TRAINYARD_URL=live.url)("whoami")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.markup import escape
 
@@ -65,9 +66,17 @@ def _warn_environment(saved: Connection) -> None:
     env_token = (os.environ.get("TRAINYARD_TOKEN") or "").strip()
     if env_token and env_token != saved.token:
         target = normalize_url(env_url) if env_url else saved.url
-        other = _me(Connection(url=target, token=env_token))
+        api = Api(Connection(url=target, token=env_token))
+        try:
+            answer = api.http.get("/api/v1/me")
+            who = f"as {_who(answer.json())}" if answer.is_success else \
+                f"with a token that {target} refuses ({answer.status_code})"
+        except (httpx.HTTPError, ValueError):
+            who = f"with a token {target} could not check"
+        finally:
+            api.close()
         err.print(f"[bold yellow]Warning:[/] TRAINYARD_TOKEN is set in the environment and "
-                  f"outranks the saved login: commands will run as {_who(other)}, until you "
+                  f"outranks the saved login: commands will run {escape(who)}, until you "
                   "`unset TRAINYARD_TOKEN`")
 
 
