@@ -58,8 +58,11 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     shutil.copy(SHARED_DATA / "inference-examples" / "deer.jpg", checkout / "deer.jpg")
     live = start_live(checkout / ".data", workers=1, admin_token=None)
     try:
+        block = walkthrough_block()
+        # The admin's token in the environment would outrank alice's login.
+        assert "TRAINYARD_TOKEN=" not in block
         # The one change: the server's address (a free port instead of 8000).
-        script = walkthrough_block().replace(README_URL, live.url)
+        script = block.replace(README_URL, live.url)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("TRAINYARD_") and k != "XDG_CONFIG_HOME"}
         env.update(HOME=str(home), COLUMNS="100", LIMIT=LIMIT, PYTHONPATH=str(ROOT),
