@@ -287,8 +287,13 @@ def _make_dir(root: Path, rel: PurePosixPath, name: str, field: str) -> None:
 
 
 def safe_extract(archive: Path | IO[bytes], dest: Path, *, max_bytes: int, max_files: int,
-                 strip_single_root: bool = True, field: str = "archive") -> ExtractStats:
-    """Extract a .zip/.tar/.tar.gz into `dest` (which must not exist) atomically and safely."""
+                 strip_single_root: bool | Callable[[Path], bool] = True,
+                 field: str = "archive") -> ExtractStats:
+    """Extract a .zip/.tar/.tar.gz into `dest` (which must not exist) atomically and safely.
+
+    A single top folder is unpacked as its contents when `strip_single_root` is true, or
+    when it is a function that returns true for that folder.
+    """
     files = total = 0
     with building_dir(dest) as tmp:
         content = tmp / "content"
@@ -305,6 +310,8 @@ def safe_extract(archive: Path | IO[bytes], dest: Path, *, max_bytes: int, max_f
             total += entry.copy_to(target)
             files += 1
         top = list(content.iterdir())
-        root = top[0] if strip_single_root and len(top) == 1 and top[0].is_dir() else None
+        root = top[0] if len(top) == 1 and top[0].is_dir() and (
+            strip_single_root(top[0]) if callable(strip_single_root) else strip_single_root
+        ) else None
         (root or content).rename(dest)
     return ExtractStats(files=files, bytes=total, stripped_root=root.name if root else None)

@@ -38,10 +38,11 @@ class Live:
     proc: subprocess.Popen[str]
     database_url: str | None
     log: Path
+    admin_token: str = ADMIN_TOKEN
     admin: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.admin = self.client(ADMIN_TOKEN)
+        self.admin = self.client(self.admin_token)
 
     def client(self, token: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -78,12 +79,17 @@ class Live:
 
 
 def start_live(data_dir: Path, *, database_url: str | None = None, workers: int = 2,
-               extra_env: dict[str, str] | None = None) -> Live:
-    """Start `trainyard up` on a free port and wait for its ready line."""
+               extra_env: dict[str, str] | None = None,
+               admin_token: str | None = ADMIN_TOKEN) -> Live:
+    """Start `trainyard up` on a free port and wait for its ready line.
+
+    With `admin_token=None` the platform generates one, as `make run` does.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
-    env.update({"TRAINYARD_ADMIN_TOKEN": ADMIN_TOKEN, "TRAINYARD_DATA_DIR": str(data_dir),
-                "PYTHONUNBUFFERED": "1"})
+    env.update({"TRAINYARD_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"})
+    if admin_token is not None:
+        env["TRAINYARD_ADMIN_TOKEN"] = admin_token
     if database_url:
         env["TRAINYARD_DATABASE_URL"] = database_url
     env.update(extra_env or {})
@@ -96,8 +102,9 @@ def start_live(data_dir: Path, *, database_url: str | None = None, workers: int 
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if "Trainyard is running at" in log.read_text():
+            token = admin_token or (data_dir / "admin-token").read_text().strip()
             return Live(url=f"http://127.0.0.1:{port}", data_dir=data_dir, proc=proc,
-                        database_url=database_url, log=log)
+                        database_url=database_url, log=log, admin_token=token)
         if proc.poll() is not None:
             break
         time.sleep(0.1)

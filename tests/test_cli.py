@@ -25,7 +25,7 @@ from tests.cifar_data import write_cifar_binary
 from tests.inference_apps import CLASSES, completed_training, fake_repo, image_bytes
 from tests.live import ADMIN_TOKEN, ROOT, Live, free_port, unique
 from tests.loss_monitor import LOSS_MONITOR_TRAIN
-from tests.repo_files import BOOT_FILES, config, create_repo, submit
+from tests.repo_files import BOOT_FILES, config, create_repo, submit, tar_gz
 
 
 @dataclass
@@ -148,7 +148,7 @@ def test_push_submit_follow_list_and_download(user_cli: tuple[Cli, httpx.Client]
     assert re.search(r"Created by\s+\w", detail) and not re.search(r"Created by\s+-", detail)
 
     table = cli("outputs", str(tid)).stdout
-    assert re.search(r"out/model\.ckpt\s+700 bytes\s+\S+ \S+\s+yes", table), table
+    assert re.search(r"out/model\.ckpt\s+700 B\s+\S+ \S+\s+yes", table), table
     dest = tmp_path / "downloaded"
     got = cli("outputs", str(tid), "--download", str(dest))
     assert got.returncode == 0, got.stderr
@@ -446,9 +446,9 @@ def test_publish_makes_a_model_listed_by_models_list(live: Live, fake_model: tup
     r = cli("publish", str(tid), name, "--checkpoint", "resnet-2_10.ckpt",
             "--description", "epoch two")
     assert r.returncode == 0, r.stderr
-    assert re.search(rf"as model \S+/{name} \(10 bytes\)", r.stdout), r.stdout
+    assert re.search(rf"as model \S+/{name} \(10 B\)", r.stdout), r.stdout
     assert re.search(rf"inputs as: models/\S+/{name}/best\.ckpt", r.stdout), r.stdout
-    assert re.search(rf"/{name}\s+epoch two\s+1\s+10 bytes", cli("models", "list").stdout)
+    assert re.search(rf"/{name}\s+epoch two\s+1\s+10 B", cli("models", "list").stdout)
     twice = cli("publish", str(tid), name)
     assert twice.returncode == 1 and "duplicate_model" in twice.stderr, twice.stderr
 
@@ -493,3 +493,91 @@ def test_models_are_private_by_default_and_visibility_changes_it(
     assert client.get(f"/api/v1/models/{owner}/weights").json()["is_public"] is True
     bad = cli("models", "visibility", f"{owner}/weights", "everyone")
     assert bad.returncode != 0 and "'public' or 'private'" in bad.stderr
+
+
+def test_login_warns_when_the_environment_outranks_it_and_whoami_tells(
+        live: Live, tmp_path: Path) -> None:
+    user, client = live.new_user("alice")
+    token = str(client.headers["Authorization"]).split()[1]
+    cli = make_cli(tmp_path, TRAINYARD_URL=live.url)
+    shadowed = cli("login", "--token", token, TRAINYARD_TOKEN=ADMIN_TOKEN)
+    assert shadowed.returncode == 0, shadowed.stderr
+    assert f"as {user};" in shadowed.stdout
+    assert "TRAINYARD_TOKEN is set in the environment and outranks the saved login: " \
+           "commands will run as admin (admin)" in shadowed.stderr, shadowed.stderr
+    env_who = cli("whoami", TRAINYARD_TOKEN=ADMIN_TOKEN)
+    assert env_who.returncode == 0, env_who.stderr
+    assert env_who.stdout.startswith(f"admin (admin) at {live.url} (token from the "
+                                     "TRAINYARD_TOKEN environment variable)"), env_who.stdout
+    saved_who = cli("whoami")
+    assert saved_who.stdout.startswith(f"{user} at {live.url} (token from saved login ")
+    refused = cli("login", "--token", token, TRAINYARD_TOKEN="ty_wrong")
+    assert refused.returncode == 0, refused.stderr
+    assert "commands will run with a token that" in refused.stderr
+    assert "refuses (401)" in refused.stderr.replace("\n", " ")
+    quiet = cli("login", "--token", token)
+    assert quiet.returncode == 0 and "Warning" not in quiet.stderr, quiet.stderr
+    nobody = make_cli(tmp_path / "other", TRAINYARD_URL=live.url)("whoami")
+    assert nobody.returncode == 1 and "not logged in" in nobody.stderr
+
+
+def test_submit_with_another_name_and_readable_headlines(
+        user_cli: tuple[Cli, httpx.Client], tmp_path: Path) -> None:
+    cli, client = user_cli
+    repo = push(cli, tmp_path, config("cli-named"))
+    first = cli("submit", "--repo", repo, "train/config.json")
+    assert first.returncode == 0, first.stderr
+    client.post(f"/api/v1/trainings/{training_id(first.stdout)}/terminate")
+    again = cli("submit", "--repo", repo, "train/config.json")
+    assert again.returncode == 1 and "trainyard submit --name" in again.stderr, again.stderr
+    renamed = cli("submit", "--repo", repo, "train/config.json", "--name", "cli-named-2")
+    assert renamed.returncode == 0, renamed.stderr
+    assert "(cli-named-2)" in renamed.stdout
+    client.post(f"/api/v1/trainings/{training_id(renamed.stdout)}/terminate")
+
+
+def test_error_headlines_are_sentences() -> None:
+    from app.cli.client_api import error_lines
+
+    text_file = {"error": "invalid", "detail": "file: not an image this service reads",
+                 "fields": [{"field": "file", "message": "not an image this service reads"}]}
+    assert error_lines(text_file) == ("the request has 1 problem",
+                                      ["file: not an image this service reads"])
+    config = {"error": "invalid", "detail": "training config has 2 problems: a: x; b: y",
+              "fields": [{"field": "a", "message": "x"}, {"field": "b", "message": "y"}]}
+    assert error_lines(config) == ("training config has 2 problems", ["a: x", "b: y"])
+    assert error_lines({"error": "not_found"}) == ("not found", [])
+
+
+def test_models_delete(live: Live, user_cli: tuple[Cli, httpx.Client], tmp_path: Path) -> None:
+    cli, client = user_cli
+    ckpt = _write(tmp_path / "resnet.ckpt", "weights")
+    name = unique("m")
+    assert cli("models", "upload", name, str(ckpt)).returncode == 0
+    twice = cli("models", "upload", name, str(ckpt))
+    owner = client.get("/api/v1/me").json()["username"]
+    assert f"`trainyard models delete {owner}/{name}`" in twice.stderr, twice.stderr
+    unasked = cli("models", "delete", f"{owner}/{name}")
+    assert unasked.returncode == 1 and "pass --yes" in unasked.stderr
+    gone = cli("models", "delete", f"{owner}/{name}", "--yes")
+    assert gone.returncode == 0 and f"deleted model {owner}/{name}" in gone.stdout, gone.stderr
+    assert client.get(f"/api/v1/models/{owner}/{name}").status_code == 404
+
+
+def test_list_keeps_long_repository_names_whole_at_80_columns(
+        user_cli: tuple[Cli, httpx.Client]) -> None:
+    cli, client = user_cli
+    name = unique("a-rather-long-repository-name-for-the-list-")
+    r = client.post("/api/v1/repos", data={"name": name},
+                    files={"archive": ("r.tar.gz", tar_gz(BOOT_FILES))})
+    assert r.status_code == 201, r.text
+    repo = r.json()["full_name"]
+    created = submit(client, repo, config("long-name-run"))
+    assert created.status_code == 201, created.text
+    listed = cli("list", "--repo", repo, COLUMNS="80")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.strip().startswith(
+        str(created.json()["id"])))
+    assert repo in row and "long-name-run" in row, listed.stdout
+    assert "…" not in listed.stdout
+    client.post(f"/api/v1/trainings/{created.json()['id']}/terminate")

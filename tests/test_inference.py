@@ -372,6 +372,9 @@ def test_the_inference_page_classifies_picked_dropped_and_example_images(
             error = page.locator("[data-role=error]")
             expect(error).to_be_visible()
             expect(error).to_contain_text("not an image")
+            # The bars of the previous image are gone: they are not the text file's answer.
+            expect(page.locator(".infer__bar")).to_have_count(0)
+            expect(page.locator("[data-role=meta]")).to_have_text("")
 
             data = list(image_bytes((200, 30, 30), fmt="PNG"))
             drop = page.evaluate_handle("""bytes => {

@@ -67,3 +67,42 @@ def test_repo_from_archives(live: Live) -> None:
     r = client.post("/api/v1/repos", data={"name": unique("n")},
                     files={"archive": ("x.txt", b"just text")})
     assert r.status_code == 422
+
+
+def test_repository_names_are_unique_whatever_their_case(any_live: Live) -> None:
+    user, client = any_live.new_user()
+    assert client.post("/api/v1/repos", json={"name": "ResNet50"}).status_code == 201
+    r = client.post("/api/v1/repos", json={"name": "resnet50"})
+    assert r.status_code == 409 and r.json()["error"] == "duplicate_repo"
+    assert r.json()["detail"] == f"repository '{user}/ResNet50' already exists (names ignore case)"
+    r = client.post("/api/v1/repos", data={"name": "RESNET50"},
+                    files={"archive": ("r.tar.gz", tar_gz({"a.py": "x = 1", "b.py": ""}))})
+    assert r.status_code == 409, r.text
+    assert [x["name"] for x in client.get("/api/v1/repos").json()] == ["ResNet50"]
+    _, other = any_live.new_user()
+    assert other.post("/api/v1/repos", json={"name": "resnet50"}).status_code == 201
+
+
+def test_an_archive_under_one_top_folder_says_that_folder_was_left_out(live: Live) -> None:
+    _, client = live.new_user()
+
+    def upload(blob: bytes) -> dict[str, object]:
+        r = client.post("/api/v1/repos", data={"name": unique("top")},
+                        files={"archive": ("r.tar.gz", blob)})
+        assert r.status_code == 201, r.text
+        body: dict[str, object] = r.json()
+        return body
+
+    plain = upload(tar_gz({"train.py": "", "config.json": '{"code_dir": ""}'},
+                          root="project"))
+    assert plain["stripped_root"] == "project"
+    assert client.get(f"/api/v1/repos/{plain['full_name']}/files/train.py").status_code == 200
+    # Its config names train/ as the code folder: train/ is part of the repository.
+    named = upload(tar_gz({"train_dir/train.py": "", "config.json":
+                           '{// the sample layout\n "code_dir": "train/train_dir/",}'},
+                          root="train"))
+    assert named["stripped_root"] is None
+    r = client.get(f"/api/v1/repos/{named['full_name']}/files/train/train_dir/train.py")
+    assert r.status_code == 200
+    several = upload(tar_gz({"a.py": "", "b/c.py": ""}))
+    assert several["stripped_root"] is None

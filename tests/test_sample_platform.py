@@ -39,3 +39,23 @@ def test_fork_import_and_train_the_quick_config(live: Live, tmp_path: Path) -> N
     assert r.json()["runtime"].startswith("mindspore-")
     client.post(f"/api/v1/trainings/{r.json()['id']}/terminate")
     live.wait_status(client, r.json()["id"], {"Terminated", "Completed", "Failed"}, timeout=30)
+
+
+def test_the_sample_refuses_epochs_below_one(live: Live, tmp_path: Path) -> None:
+    folder = write_cifar_binary(tmp_path / "cifar-10-batches-bin", 64, 32)
+    r = live.admin.post("/api/v1/datasets", json={"name": "cifar10", "path": str(folder)})
+    assert r.status_code in (201, 409), r.text
+    user, client = live.new_user("bob")
+    assert client.post("/api/v1/repos", json={"name": "ResNet50"}).status_code == 201
+    cfg = json.loads(client.get(f"/api/v1/repos/{user}/ResNet50/files/train/config_quick.json")
+                     .text)
+    cfg["hypeparameters"] = [{"name": "epochs", "value": "-1"}]
+    r = client.post(f"/api/v1/repos/{user}/ResNet50/trainings", json=cfg)
+    assert r.status_code == 201, r.text
+    done = live.wait_status(client, r.json()["id"], {"Completed", "Failed", "Abnormal"},
+                            timeout=120)
+    log = client.get(f"/api/v1/trainings/{r.json()['id']}/log").text
+    assert done["status"] == "Failed", log[-2000:]
+    assert done["exit_code"] == 2
+    assert "--epochs must be at least 1, got -1" in log
+    assert "best test accuracy" not in log

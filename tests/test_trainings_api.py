@@ -296,3 +296,43 @@ def test_the_seeds_config_pasted_as_it_is(live: Live, tmp_path: Path) -> None:
     r = client.post(f"/api/v1/repos/{user}/ResNet50/trainings", content=broken.encode(),
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and "line 5, column 6" in r.json()["detail"], r.text
+
+
+def test_one_answer_lists_schema_boot_file_and_input_problems(live: Live) -> None:
+    _, client = live.new_user()
+    repo = create_repo(client)
+    cfg = config("x", boot_file="absent.py", train_instance_type="no-such-type",
+                 inputs=[{"name": "data_url", "input_url": "datasets/nobody/missing/"}])
+    r = submit(client, repo, cfg)
+    assert r.status_code == 422, r.text
+    fields = {f["field"]: f["message"] for f in r.json()["fields"]}
+    assert set(fields) == {"job_name", "train_instance_type", "boot_file",
+                           "inputs[0].input_url"}, fields
+    assert fields["boot_file"] == f"code/absent.py does not exist in {repo}"
+    assert fields["inputs[0].input_url"] == "datasets/nobody/missing does not exist"
+    assert r.json()["detail"].startswith("training config has 4 problems: ")
+    # Written without the trailing slash, the code folder still leads to the boot file.
+    r = submit(client, repo, config("no-slash", code_dir="code", boot_file="absent.py",
+                                    job_description="x" * 101))
+    assert {f["field"]: f["message"] for f in r.json()["fields"]} == {
+        "job_description": "at most 100 characters allowed, got 101",
+        "boot_file": f"code/absent.py does not exist in {repo}"}, r.text
+
+
+def test_a_repository_config_runs_again_under_another_job_name(live: Live) -> None:
+    _, client = live.new_user()
+    repo = create_repo(client)
+    client.put(f"/api/v1/repos/{repo}/files/train/config.json",
+               content=json.dumps(config("same-name")).encode())
+    first = submit(client, repo, {"config_path": "train/config.json"})
+    assert first.status_code == 201, first.text
+    live.wait_status(client, first.json()["id"], FINISHED)
+    again = submit(client, repo, {"config_path": "train/config.json"})
+    assert again.status_code == 409 and again.json()["error"] == "duplicate_name"
+    assert "trainyard submit --name" in again.json()["detail"]
+    renamed = submit(client, repo, {"config_path": "train/config.json", "job_name": "second"})
+    assert renamed.status_code == 201, renamed.text
+    assert renamed.json()["job_name"] == "second"
+    assert renamed.json()["config"]["job_name"] == "second"
+    bad = submit(client, repo, {"config_path": "train/config.json", "epochs": "3"})
+    assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "config_path"

@@ -120,9 +120,6 @@ def visitor(live: Live, browser: Browser) -> Iterator[Visitor]:
     page = context.new_page()
     watch = ConsoleWatch()
     watch.attach(page)
-    # GET .../evaluation answers 404 until an evaluation is started; the evaluation panel
-    # reads that as "none yet", but Chromium still reports the status in the console.
-    watch.allow(404, "/evaluation")
     sign_in(page, live, token)
     yield Visitor(live, context, page, watch, username, live.client(token))
     context.close()

@@ -53,7 +53,10 @@ def error_lines(body: Any) -> tuple[str, list[str]]:
     cut = min((i for i in (detail.find(line) for line in lines) if i >= 0), default=-1)
     if cut >= 0:
         detail = detail[:cut].rstrip(" :;,")
-    return detail or str(body.get("error") or "request failed"), lines
+    if not detail and lines:
+        detail = "the request has 1 problem" if len(lines) == 1 else \
+            f"the request has {len(lines)} problems"
+    return detail or str(body.get("error") or "request failed").replace("_", " "), lines
 
 
 def fail_response(response: httpx.Response) -> NoReturn:

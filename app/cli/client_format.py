@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from rich.filesize import decimal
 from rich.text import Text
+
+from app.units import format_bytes
 
 STATUS_STYLES = {
     "Pending": "yellow", "Creating": "yellow", "Running": "bold blue",
@@ -33,8 +34,8 @@ def duration(seconds: float | None) -> str:
 
 
 def size(n: int | None) -> str:
-    """A byte count for people: `1.2 MB`."""
-    return "-" if n is None else decimal(n)
+    """A byte count for people: `1.2 MB` (decimal units, as the dashboard)."""
+    return "-" if n is None else format_bytes(n)
 
 
 def status(value: str) -> Text:

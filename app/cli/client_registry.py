@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
 from app.cli import client_format as fmt
-from app.cli.client_api import SLOW_TIMEOUT, TokenOption, UrlOption, connect, die, err, out
+from app.cli.client_api import (
+    SLOW_TIMEOUT,
+    TokenOption,
+    UrlOption,
+    connect,
+    die,
+    err,
+    out,
+    split_repo,
+)
 from app.cli.client_transfer import post_files, upload_source
 
 datasets = typer.Typer(help="Datasets trainings read as `datasets/<owner>/<name>/`.",
@@ -177,3 +188,31 @@ def model_visibility(full_name: FullNameArg, choice: ChoiceArg, url: UrlOption =
                      token: TokenOption = None) -> None:
     """Make one of your models public or private."""
     _set_visibility("model", full_name, choice, url, token)
+
+
+YesFlag = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")]
+
+
+def _delete(kind: str, full_name: str, yes: bool, url: str | None, token: str | None) -> None:
+    owner, name = split_repo(full_name)
+    if not yes:
+        if not sys.stdin.isatty():
+            die("deleting needs confirmation: pass --yes")
+        typer.confirm(f"Delete {kind[:-1]} {owner}/{name} and its files?", abort=True)
+    with connect(url, token) as api:
+        api.request("DELETE", f"/api/v1/{kind}/{quote(owner)}/{quote(name)}")
+    out.print(f"deleted {kind[:-1]} {owner}/{name}")
+
+
+@datasets.command("delete")
+def delete_dataset(full_name: FullNameArg, yes: YesFlag = False,
+                   url: UrlOption = None, token: TokenOption = None) -> None:
+    """Delete one of your datasets and its files."""
+    _delete("datasets", full_name, yes, url, token)
+
+
+@models.command("delete")
+def delete_model(full_name: FullNameArg, yes: YesFlag = False,
+                 url: UrlOption = None, token: TokenOption = None) -> None:
+    """Delete one of your models and its files."""
+    _delete("models", full_name, yes, url, token)

@@ -32,16 +32,48 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON ins
 
 
 def _read_config_file(path: Path) -> Any:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        die(f"cannot read {path}: {exc.strerror}")
+    return _parse_config(data, path.name)
+
+
+def _parse_config(text: bytes, source: str) -> Any:
     from app.errors import AppError
     from app.trainings.config import parse_config_text
 
     try:
-        return parse_config_text(path.read_bytes(), source=path.name)
-    except OSError as exc:
-        die(f"cannot read {path}: {exc.strerror}")
+        return parse_config_text(text, source=source)
     except AppError as exc:
         headline, lines = error_lines(exc.body())
         die(headline, *[line for line in lines if line != f"config: {headline}"])
+
+
+def _parse_settings(settings: list[str]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            die(f"--set takes NAME=VALUE, got {item!r}")
+        pairs[key.strip()] = value
+    return pairs
+
+
+def _set_hyperparameters(body: dict[str, Any], values: dict[str, str]) -> None:
+    if not values:
+        return
+    key = next((k for k in ("hypeparameters", "hyperparameters") if k in body),
+               "hypeparameters")
+    items = body.get(key)
+    if not isinstance(items, list):
+        items = []
+    rest = dict(values)
+    for item in items:
+        if isinstance(item, dict) and item.get("name") in rest:
+            item["value"] = rest.pop(str(item["name"]))
+    items += [{"name": k, "value": v} for k, v in rest.items()]
+    body[key] = items
 
 
 def submit(repo: Annotated[str, typer.Option(metavar="OWNER/NAME", help="Repository to train.")],
@@ -50,14 +82,31 @@ def submit(repo: Annotated[str, typer.Option(metavar="OWNER/NAME", help="Reposit
                "e.g. train/config.json.")] = None,
            file: Annotated[Path | None, typer.Option(
                "--file", help="Send a local config file (JSON or JSONC) instead.")] = None,
+           name: Annotated[str | None, typer.Option(
+               "--name", help="Job name for this run instead of the config's job_name "
+               "(names are unique in a repository).")] = None,
+           settings: Annotated[list[str] | None, typer.Option(
+               "--set", metavar="NAME=VALUE", help="Give a hyperparameter this value for this "
+               "run (repeatable), e.g. --set epochs=2.")] = None,
            follow: Annotated[bool, typer.Option(
                "--follow", "-f", help="Then follow the log until the training ends.")] = False,
            url: UrlOption = None, token: TokenOption = None) -> None:
     """Create a training instance from a config file of the repository or a local one."""
     if (config_path is None) == (file is None):
         die("give either CONFIG_PATH (a file in the repository) or --file LOCAL.json")
-    body = {"config_path": config_path} if file is None else _read_config_file(file)
+    overrides = _parse_settings(settings or [])
     with connect(url, token) as api:
+        if file is not None:
+            body = _read_config_file(file)
+        elif overrides:  # the file's own text, edited here for this one run
+            text = api.request("GET", repo_path(repo, "files", config_path or "")).content
+            body = _parse_config(text, config_path or "")
+        else:
+            body = {"config_path": config_path}
+        if isinstance(body, dict):
+            _set_hyperparameters(body, overrides)
+            if name is not None:
+                body["job_name"] = name
         created = api.request("POST", repo_path(repo, "trainings"), json=body).json()
         out.print(f"training {created['id']} ({created['job_name']}) in {created['repo']}: ",
                   fmt.status(created["status"]), sep="")
@@ -91,8 +140,14 @@ def list_trainings(repo: Annotated[str | None, typer.Option(
     if not rows:
         out.print("no trainings yet: `trainyard submit --repo OWNER/NAME train/config.json`")
         return
-    table = Table("ID", "Repository", "Name", "Status", "Created", "Duration", box=None,
-                  header_style="bold")
+    table = Table(box=None, header_style="bold")
+    # Ids and names are never cut short on a narrow terminal: the times wrap instead.
+    for header, key in (("ID", "id"), ("Repository", "repo"), ("Name", "job_name"),
+                        ("Status", "status")):
+        table.add_column(header, no_wrap=True,
+                         min_width=max(len(header), *(len(str(t[key])) for t in rows)))
+    table.add_column("Created")
+    table.add_column("Duration")
     for t in rows:
         table.add_row(str(t["id"]), t["repo"], t["job_name"], fmt.status(t["status"]),
                       fmt.when(t["created_at"]), fmt.duration(t.get("duration_s")))

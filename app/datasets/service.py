@@ -27,8 +27,9 @@ def _refuse_duplicate(db: Session, table: type[Dataset] | type[Model], owner: Us
                       name: str, kind: str) -> None:
     exists = db.scalar(select(table.id).where(table.owner_id == owner.id, table.name == name))
     if exists is not None:
-        raise Conflict(f"{kind} '{owner.username}/{name}' already exists; delete it or choose "
-                       "another name", code=f"duplicate_{kind}")
+        raise Conflict(f"{kind} '{owner.username}/{name}' already exists; choose another name "
+                       f"or delete it (`trainyard {kind}s delete {owner.username}/{name}`)",
+                       code=f"duplicate_{kind}")
 
 
 def default_visibility(owner: User, is_public: bool | None) -> bool:

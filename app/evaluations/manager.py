@@ -30,7 +30,7 @@ from app.evaluations import service
 from app.evaluations.aim_process import AimProcesses
 from app.evaluations.schemas import EvaluationPublic
 from app.evaluations.sources import Subject, repo_subject, training_subject
-from app.models import Evaluation, Repository
+from app.models import EVALUATION_ACTIVE, Evaluation, EvaluationStatus, Repository
 from app.models.base import utcnow
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class EvaluationManager:
         """True when an active row's process is not running (or never got started)."""
         if row.pid is None:
             stale = (utcnow() - row.last_used_at).total_seconds() > STALE_CLAIM_S
-            return row.status == "running" or stale
+            return row.status == EvaluationStatus.RUNNING or stale
         return not self.procs.alive(row.pid)
 
     async def describe(self, subject: Subject) -> EvaluationPublic:
@@ -112,8 +112,8 @@ class EvaluationManager:
         if row is None:
             raise NotFound(f"no evaluation of {subject.kind} {subject.id} yet: start one",
                            code="no_evaluation")
-        if row.status in service.ACTIVE and self.gone(row) \
-                and await _db(service.mark, row.id, pid=row.pid, status="expired"):
+        if row.status in EVALUATION_ACTIVE and self.gone(row) \
+                and await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED):
             row = await _db(service.get_row, subject) or row
         return service.to_public(subject, row, idle_s=self.idle_s)
 
@@ -125,9 +125,10 @@ class EvaluationManager:
         self.procs.prewarm()
         plan = await _db(service.plan_for, subject, kind=kind, aim_path=aim_path)
         row = await _db(service.get_row, subject)
-        reusable = (row is not None and row.status in service.ACTIVE and row.type == kind
+        reusable = (row is not None and row.status in EVALUATION_ACTIVE and row.type == kind
                     and row.aim_path == plan.aim_path and not self.gone(row)
-                    and (row.status == "starting" or service.is_built(subject, plan.build)))
+                    and (row.status == EvaluationStatus.STARTING
+                         or service.is_built(subject, plan.build)))
         if reusable:
             assert row is not None
             await _db(service.touch, row.id)
@@ -142,7 +143,7 @@ class EvaluationManager:
             try:
                 plan = await _db(service.plan_for, subject, kind=kind, aim_path=seen.aim_path)
             except AppError as exc:
-                await _db(service.mark, seen.id, pid=seen.pid, status="failed",
+                await _db(service.mark, seen.id, pid=seen.pid, status=EvaluationStatus.FAILED,
                           error=exc.detail)
                 raise
         port = free_port()
@@ -169,12 +170,12 @@ class EvaluationManager:
 
     async def _watch(self, subject: Subject, row_id: int, pid: int, port: int) -> None:
         if await self.wait_ready(subject, port, pid, timeout_s=READY_TIMEOUT_S):
-            await _db(service.mark, row_id, pid=pid, status="running")
+            await _db(service.mark, row_id, pid=pid, status=EvaluationStatus.RUNNING)
             return
         tail = service.log_tail(subject)
         error = ("Aim's UI did not start" + (f":\n{tail}" if tail else f" within "
                                              f"{READY_TIMEOUT_S:.0f} s"))
-        await _db(service.mark, row_id, pid=pid, status="failed", error=error)
+        await _db(service.mark, row_id, pid=pid, status=EvaluationStatus.FAILED, error=error)
         await self.procs.stop(pid)
 
     async def wait_ready(self, subject: Subject, port: int, pid: int, *,
@@ -198,7 +199,7 @@ class EvaluationManager:
                   if r.id != keep and not self.gone(r)]
         excess = len(others) - (get_settings().max_evaluations - 1)
         for row in others[:max(excess, 0)]:
-            if await _db(service.mark, row.id, pid=row.pid, status="expired"):
+            if await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED):
                 await self.procs.stop(row.pid)
 
     # -- serving -------------------------------------------------------------------------
@@ -209,11 +210,11 @@ class EvaluationManager:
         deadline = loop.time() + READY_TIMEOUT_S
         revived = False
         while loop.time() < deadline:
-            if row.status == "failed":
+            if row.status == EvaluationStatus.FAILED:
                 raise EvaluationFailed(row.error or "the evaluation failed: start it again")
-            if row.status in service.ACTIVE and not self.gone(row):
+            if row.status in EVALUATION_ACTIVE and not self.gone(row):
                 assert row.port is not None
-                if row.status == "running":
+                if row.status == EvaluationStatus.RUNNING:
                     return row.port
                 if row.pid is None:  # another request is handing it to a process
                     await asyncio.sleep(0.1)
@@ -246,15 +247,15 @@ class EvaluationManager:
     async def stop_subject(self, subject: Subject) -> None:
         """Stop the subject's Aim UI (before the training or repository is deleted)."""
         row = await _db(service.get_row, subject)
-        if row is not None and row.status in service.ACTIVE:
-            await _db(service.mark, row.id, pid=row.pid, status="expired")
+        if row is not None and row.status in EVALUATION_ACTIVE:
+            await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED)
             await self.procs.stop(row.pid)
 
     async def expire_idle(self) -> int:
         """Stop the Aim UIs unused for the idle time; returns how many were stopped."""
         stopped = 0
         for row in await _db(service.idle_rows, idle_s=self.idle_s):
-            if await _db(service.mark, row.id, pid=row.pid, status="expired"):
+            if await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED):
                 await self.procs.stop(row.pid)
                 stopped += 1
         return stopped
@@ -265,7 +266,7 @@ class EvaluationManager:
         for pid, row in rows.items():
             subject = await _db(service.subject_of, row)
             tail = service.log_tail(subject)
-            await _db(service.mark, row.id, pid=pid, status="failed",
+            await _db(service.mark, row.id, pid=pid, status=EvaluationStatus.FAILED,
                       error=f"Aim's UI stopped (exit code {gone[pid]})"
                       + (f":\n{tail}" if tail else ""))
         # Processes whose row was deleted with its training or repository.

@@ -126,7 +126,9 @@ async def _proxy(request: Request, path: str, lookup: Lookup, back: str) -> Resp
         found = await run_in_threadpool(authorize)
         if found is None:
             if _is_page(request):
-                target = quote(request.url.path, safe="/")
+                # The query (Aim's ?select=...) is the report's state: it must survive.
+                query = request.url.query
+                target = quote(request.url.path + (f"?{query}" if query else ""), safe="/")
                 return RedirectResponse(f"/login?next={target}", status_code=303)
             raise Unauthorized("sign in or send 'Authorization: Bearer <token>'")
         subject, row = found

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.models.evaluation import EvaluationStatus
+
 
 class EvaluationCreate(BaseModel):
     """Start the evaluation of a Completed training."""
@@ -38,7 +40,7 @@ class EvaluationPublic(BaseModel):
     repo_id: int | None
     type: str = Field(description="custom, standard or compare")
     aim_path: str | None
-    status: Literal["starting", "running", "failed", "expired"]
+    status: EvaluationStatus
     error: str | None
     url: str = Field(description="Aim's UI for this evaluation, a path on this server.")
     report_url: str = Field(description="The report: Aim's metrics explorer charting every "

@@ -21,11 +21,18 @@ from app.evaluations import sources
 from app.evaluations.aim_server import BUILD_MARKER
 from app.evaluations.schemas import EvaluationPublic
 from app.evaluations.sources import Subject
-from app.models import Evaluation, Repository, Training, TrainingStatus, User
+from app.models import (
+    EVALUATION_ACTIVE,
+    Evaluation,
+    EvaluationStatus,
+    Repository,
+    Training,
+    TrainingStatus,
+    User,
+)
 from app.models.base import utcnow
 from app.repos.service import can_read
 
-ACTIVE = ("starting", "running")
 LOG_TAIL_LINES = 20
 
 
@@ -57,15 +64,16 @@ def to_public(subject: Subject, row: Evaluation, *, idle_s: int) -> EvaluationPu
         report_url=subject.report_url, created_at=row.created_at,
         last_used_at=row.last_used_at,
         expires_at=(row.last_used_at + timedelta(seconds=idle_s)
-                    if row.status in ACTIVE else None))
+                    if row.status in EVALUATION_ACTIVE else None))
 
 
 def claim(db: Session, subject: Subject, *, kind: str, aim_path: str | None, port: int,
           seen: Evaluation | None) -> Evaluation | None:
     """Mark the evaluation `starting` on `port`; None when another request got there first."""
     now = utcnow()
-    values: dict[str, Any] = {"type": kind, "aim_path": aim_path, "status": "starting",
-                              "error": None, "pid": None, "port": port, "last_used_at": now}
+    values: dict[str, Any] = {"type": kind, "aim_path": aim_path,
+                              "status": EvaluationStatus.STARTING, "error": None, "pid": None,
+                              "port": port, "last_used_at": now}
     if seen is None:
         row = Evaluation(training_id=subject.id if subject.kind == "training" else None,
                          repo_id=subject.id if subject.kind == "repo" else None,
@@ -91,7 +99,8 @@ def claim(db: Session, subject: Subject, *, kind: str, aim_path: str | None, por
 def record_pid(db: Session, row_id: int, pid: int) -> bool:
     """Store the pid of the process started for a claimed row."""
     result = db.execute(update(Evaluation).where(
-        Evaluation.id == row_id, Evaluation.status == "starting", Evaluation.pid.is_(None))
+        Evaluation.id == row_id, Evaluation.status == EvaluationStatus.STARTING,
+        Evaluation.pid.is_(None))
         .values(pid=pid))
     db.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
@@ -102,10 +111,11 @@ def mark(db: Session, row_id: int, *, pid: int | None, status: str,
     """Move an active row to `status` if it still belongs to process `pid`."""
     pid_matches = Evaluation.pid.is_(None) if pid is None else Evaluation.pid == pid
     values: dict[str, Any] = {"status": status, "error": error}
-    if status == "running":  # idle time counts from when the report is ready
+    if status == EvaluationStatus.RUNNING:  # idle time counts from when the report is ready
         values["last_used_at"] = utcnow()
     result = db.execute(update(Evaluation).where(
-        Evaluation.id == row_id, Evaluation.status.in_(ACTIVE), pid_matches).values(**values))
+        Evaluation.id == row_id, Evaluation.status.in_(EVALUATION_ACTIVE), pid_matches
+    ).values(**values))
     db.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -119,13 +129,13 @@ def touch(db: Session, row_id: int) -> None:
 def idle_rows(db: Session, *, idle_s: float) -> list[Evaluation]:
     """Running reports unused for `idle_s` seconds (starting ones are not idle)."""
     cutoff = utcnow() - timedelta(seconds=idle_s)
-    return list(db.scalars(select(Evaluation).where(Evaluation.status == "running",
+    return list(db.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.RUNNING,
                                                     Evaluation.last_used_at < cutoff)))
 
 
 def active_rows(db: Session) -> list[Evaluation]:
     """Every active row, least recently used first."""
-    return list(db.scalars(select(Evaluation).where(Evaluation.status.in_(ACTIVE))
+    return list(db.scalars(select(Evaluation).where(Evaluation.status.in_(EVALUATION_ACTIVE))
                            .order_by(Evaluation.last_used_at)))
 
 
@@ -134,7 +144,7 @@ def rows_by_pid(db: Session, pids: list[int]) -> dict[int, Evaluation]:
     if not pids:
         return {}
     rows = db.scalars(select(Evaluation).where(Evaluation.pid.in_(pids),
-                                               Evaluation.status.in_(ACTIVE)))
+                                               Evaluation.status.in_(EVALUATION_ACTIVE)))
     return {row.pid: row for row in rows if row.pid is not None}
 
 

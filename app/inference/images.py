@@ -11,7 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from app.errors import Invalid, TooLarge
 
 # The caps could become settings; these defaults fit phone photos with room to spare.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_BYTES = 20_000_000  # 20 MB, in the decimal units every size is shown in
 MAX_IMAGE_PIXELS = 30_000_000
 # Larger images are scaled down (antialiased) before the model sees them: the sample resizes
 # to 32x32 anyway, and this bounds what crosses to the predictor per request.

@@ -207,8 +207,9 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
 
 def _publish_open(db: Session, *, training: Training, user: User, name: str, chosen: Checkpoint,
                   fd: int, size: int, description: str, is_public: bool | None) -> Model:
-    duplicate = Conflict(f"model '{user.username}/{name}' already exists; delete it or choose "
-                         "another name", code="duplicate_model")
+    duplicate = Conflict(f"model '{user.username}/{name}' already exists; choose another name "
+                         f"or delete it (`trainyard models delete {user.username}/{name}`)",
+                         code="duplicate_model")
     if db.scalar(select(Model.id).where(Model.owner_id == user.id, Model.name == name)):
         raise duplicate
     model = Model(owner_id=user.id, name=name, description=description,

@@ -1,11 +1,17 @@
 """Every table, on one metadata (import this package to register them all)."""
 
 from app.db import Base
-from app.models.evaluation import Evaluation
+from app.models.evaluation import (
+           EVALUATION_ACTIVE,
+           EVALUATION_FINISHED,
+           Evaluation,
+           EvaluationStatus,
+)
 from app.models.registry import Dataset, Model
 from app.models.repo import Repository
 from app.models.training import UNFINISHED, Training, TrainingStatus
 from app.models.user import ApiToken, User, WebSession
 
-__all__ = ["UNFINISHED", "ApiToken", "Base", "Dataset", "Evaluation", "Model", "Repository",
-           "Training", "TrainingStatus", "User", "WebSession"]
+__all__ = ["EVALUATION_ACTIVE", "EVALUATION_FINISHED", "UNFINISHED", "ApiToken", "Base", "Dataset",
+           "Evaluation", "EvaluationStatus", "Model", "Repository", "Training", "TrainingStatus",
+           "User", "WebSession"]

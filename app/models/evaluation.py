@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
@@ -9,6 +10,22 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
 from app.models.base import UTCDateTime, utcnow
+
+
+class EvaluationStatus(enum.StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def finished(self) -> bool:
+        """True once the Aim UI is gone for good (a new evaluation starts over)."""
+        return self not in EVALUATION_ACTIVE
+
+
+EVALUATION_ACTIVE = frozenset({EvaluationStatus.STARTING, EvaluationStatus.RUNNING})
+EVALUATION_FINISHED = frozenset(EvaluationStatus) - EVALUATION_ACTIVE
 
 
 class Evaluation(Base):
@@ -26,7 +43,7 @@ class Evaluation(Base):
         ForeignKey("repositories.id", ondelete="CASCADE"), unique=True, nullable=True)
     type: Mapped[str] = mapped_column(String(20))  # custom | standard | compare
     aim_path: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="starting")
+    status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.STARTING)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -14,7 +14,11 @@ from app.models.user import User
 
 class Repository(Base):
     __tablename__ = "repositories"
-    __table_args__ = (UniqueConstraint("owner_id", "name", name="uq_repositories_owner_name"),)
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name", name="uq_repositories_owner_name"),
+        # As on code hosts, alice/ResNet50 and alice/resnet50 cannot both exist.
+        Index("uq_repositories_owner_lower_name", "owner_id", func.lower("name"), unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

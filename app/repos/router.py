@@ -41,12 +41,13 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
             path = await save_upload(form_file(form, "archive"),
                                      max_bytes=settings.max_repo_bytes, field="archive")
         try:
-            repo = await run_in_threadpool(service.create_from_archive, db, owner=user,
-                                           name=name, archive=path)
+            repo, stripped = await run_in_threadpool(service.create_from_archive, db, owner=user,
+                                                     name=name, archive=path)
             await run_in_threadpool(db.commit)
         finally:
             await run_in_threadpool(discard_upload, path)
-        return await run_in_threadpool(service.to_public, db, repo)
+        public = await run_in_threadpool(service.to_public, db, repo)
+        return public.model_copy(update={"stripped_root": stripped})
     try:
         body = RepoCreate.model_validate(await json_body(request))
     except ValidationError as exc:

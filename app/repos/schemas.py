@@ -29,6 +29,9 @@ class RepoPublic(BaseModel):
     updated_at: datetime
     trainings: int = 0
     unfinished_training: int | None = None
+    stripped_root: str | None = Field(
+        default=None, description="On creation from an archive whose files all sat in one "
+        "top folder: that folder, left out (its contents are the repository).")
 
 
 class RepoDetail(RepoPublic):

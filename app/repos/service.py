@@ -26,9 +26,11 @@ TEMPLATES = {"resnet50": "resnet50"}
 def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
               description: str) -> Repository:
     check_name(name)
-    if db.scalar(select(Repository.id).where(Repository.owner_id == owner.id,
-                                             Repository.name == name)) is not None:
-        raise Conflict(f"repository '{owner.username}/{name}' already exists",
+    same = db.scalar(select(Repository.name).where(
+        Repository.owner_id == owner.id, func.lower(Repository.name) == name.lower()))
+    if same is not None:
+        also = "" if same == name else " (names ignore case)"
+        raise Conflict(f"repository '{owner.username}/{same}' already exists{also}",
                        code="duplicate_repo")
     if storage.repo_dir(owner.username, name).exists():
         raise Conflict(f"files of '{owner.username}/{name}' are still on disk; "
@@ -56,15 +58,43 @@ def fork_template(db: Session, *, owner: User, name: str, template: str,
     return repo
 
 
-def create_from_archive(db: Session, *, owner: User, name: str, archive: Path) -> Repository:
-    """Create `owner/name` from an uploaded .zip or .tar.gz (size and count capped)."""
+def create_from_archive(db: Session, *, owner: User, name: str, archive: Path
+                        ) -> tuple[Repository, str | None]:
+    """Create `owner/name` from an uploaded .zip or .tar.gz (size and count capped).
+
+    Returns the repository and the archive's single top folder when it was left out.
+    """
     settings = get_settings()
     repo = _new_repo(db, owner=owner, name=name, template=None, description="")
     dest = storage.repo_dir(owner.username, name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    safe_extract(archive, dest, max_bytes=settings.max_repo_bytes,
-                 max_files=settings.max_repo_files, strip_single_root=True)
-    return repo
+    stats = safe_extract(archive, dest, max_bytes=settings.max_repo_bytes,
+                         max_files=settings.max_repo_files,
+                         strip_single_root=lambda top: not configs_name_folder(top))
+    return repo, stats.stripped_root
+
+
+def configs_name_folder(folder: Path, *, max_configs: int = 50) -> bool:
+    """True when a config.json-like file under `folder` has a code_dir inside `folder/`.
+
+    Such configs were written for the archive's layout as it is: its top folder must stay.
+    """
+    from app.errors import AppError
+    from app.trainings.config import parse_config_text
+
+    for seen, path in enumerate(p for p in folder.rglob("*.json") if p.is_file()):
+        if seen >= max_configs:
+            break
+        if path.is_symlink() or path.stat().st_size > 64 * 1024:
+            continue
+        try:
+            data = parse_config_text(path.read_bytes(), source=path.name)
+        except AppError:
+            continue
+        code_dir = data.get("code_dir") if isinstance(data, dict) else None
+        if isinstance(code_dir, str) and code_dir.startswith(f"{folder.name}/"):
+            return True
+    return False
 
 
 def get_repo(db: Session, *, owner: str, name: str, user: User) -> Repository:

@@ -405,11 +405,15 @@ def validate_config(data: Any) -> TrainingConfig:
     order = {key: i for i, key in enumerate(data)}
     located.sort(key=lambda p: (order.get(p[0][0], len(order)) if p[0] else -1,
                                 p[0][1] if len(p[0]) > 1 and isinstance(p[0][1], int) else -1))
-    problems = [{"field": field_path(loc), "message": m} for loc, m in located]
+    raise config_invalid([{"field": field_path(loc), "message": m} for loc, m in located])
+
+
+def config_invalid(problems: list[dict[str, Any]]) -> Invalid:
+    """One 422 for a config's problems, each naming its field."""
     count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
     detail = f"training config has {count}: " + "; ".join(
         f"{p['field']}: {p['message']}" for p in problems)
-    raise Invalid(detail, fields=problems)
+    return Invalid(detail, fields=problems)
 
 
 def config_json_schema() -> dict[str, Any]:

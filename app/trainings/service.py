@@ -15,39 +15,74 @@ from app.errors import Conflict, Invalid, NotFound
 from app.models import UNFINISHED, Dataset, Model, Repository, Training, TrainingStatus, User
 from app.models.base import utcnow
 from app.repos.service import can_read, read_file, require_write
-from app.trainings.config import TrainingConfig, parse_config_text, validate_config
+from app.trainings.config import (
+    TrainingConfig,
+    config_invalid,
+    parse_config_text,
+    validate_config,
+)
+from app.trainings.config_rules import parse_input_url
 from app.trainings.schemas import TrainingPublic
 
+_OTHER_NAME = ("give this one another job_name (in the config, or \"job_name\" next to "
+               "\"config_path\"; `trainyard submit --name NAME`)")
 
-def load_config(repo: Repository, body: Any) -> TrainingConfig:
-    """The config of a creation request: the object itself or `{"config_path": ...}`."""
+
+def load_config_data(repo: Repository, body: Any) -> Any:
+    """The config data of a creation request: the object itself or `{"config_path": ...}`.
+
+    With `config_path`, an optional `job_name` replaces the file's own job name.
+    """
     if isinstance(body, dict) and "config_path" in body:
-        if set(body) != {"config_path"} or not isinstance(body["config_path"], str):
-            raise Invalid("config_path: send either the config object or only "
-                          "{\"config_path\": \"<file in the repo>\"}",
-                          fields=[{"field": "config_path", "message": "must be alone, a string"}])
+        if not set(body) <= {"config_path", "job_name"} or not all(
+                isinstance(v, str) for v in body.values()):
+            raise Invalid("config_path: send either the config object or "
+                          "{\"config_path\": \"<file in the repo>\"} (with an optional "
+                          "\"job_name\")",
+                          fields=[{"field": "config_path",
+                                   "message": "only job_name may come with it; both strings"}])
         path = read_file(repo, body["config_path"])
         try:
             text = path.read_text("utf-8")
         except UnicodeDecodeError as exc:
             raise Invalid(f"config_path: {body['config_path']} is not UTF-8 text",
                           fields=[{"field": "config_path", "message": "not text"}]) from exc
-        body = parse_config_text(text)
-    return validate_config(body)
+        parsed = parse_config_text(text)
+        if "job_name" in body and isinstance(parsed, dict):
+            parsed["job_name"] = body["job_name"]
+        body = parsed
+    return body
 
 
-def _check_code(repo: Repository, cfg: TrainingConfig) -> None:
-    root = storage.repo_dir(repo.owner.username, repo.name)
-    boot = cfg.boot_path
-    if not (root / boot).is_file():
-        raise Invalid(f"boot_file: {boot} does not exist in {repo.full_name}",
-                      fields=[{"field": "boot_file", "message": f"{boot} not found"}])
+def _code_problems(repo: Repository, data: dict[str, Any], bad: set[str]
+                   ) -> list[dict[str, Any]]:
+    code_dir, boot_file = data.get("code_dir") or "", data.get("boot_file")
+    if bad & {"code_dir", "boot_file"} or not isinstance(code_dir, str) \
+            or not isinstance(boot_file, str):
+        return []  # the schema's own message covers it; the path may not be safe to look up
+    if code_dir and not code_dir.endswith("/"):
+        code_dir += "/"  # as the schema normalises it
+    if boot_file.startswith(code_dir) and len(boot_file) > len(code_dir):
+        boot_file = boot_file[len(code_dir):]
+    boot = code_dir + boot_file
+    if (storage.repo_dir(repo.owner.username, repo.name) / boot).is_file():
+        return []
+    return [{"field": "boot_file", "message": f"{boot} does not exist in {repo.full_name}"}]
 
 
-def _check_inputs(db: Session, user: User, cfg: TrainingConfig) -> None:
+def _input_problems(db: Session, user: User, data: dict[str, Any], bad: set[str]
+                    ) -> list[dict[str, Any]]:
+    inputs = data.get("inputs")
     problems = []
-    for i, (_name, ref) in enumerate(cfg.input_refs()):
+    for i, item in enumerate(inputs if isinstance(inputs, list) else []):
         field = f"inputs[{i}].input_url"
+        if field in bad or not isinstance(item, dict) or not isinstance(
+                item.get("input_url"), str):
+            continue
+        try:
+            ref = parse_input_url(item["input_url"])
+        except Invalid:
+            continue
         row: Dataset | Model | None
         if ref.kind == "datasets":
             row = db.scalar(select(Dataset).join(User, Dataset.owner_id == User.id)
@@ -66,9 +101,24 @@ def _check_inputs(db: Session, user: User, cfg: TrainingConfig) -> None:
         if ref.subpath and not (root / ref.subpath).exists():
             problems.append({"field": field,
                              "message": f"{label} has no file or folder '{ref.subpath}'"})
-    if problems:
-        raise Invalid("; ".join(f"{p['field']}: {p['message']}" for p in problems),
-                      fields=problems)
+    return problems
+
+
+def check_config(db: Session, *, repo: Repository, user: User, body: Any) -> TrainingConfig:
+    """Validate a config with its boot file and inputs; one 422 lists every problem."""
+    cfg: TrainingConfig | None = None
+    problems: list[dict[str, Any]] = []
+    data = load_config_data(repo, body)
+    try:
+        cfg = validate_config(data)
+    except Invalid as exc:
+        problems = list(exc.fields or [{"field": "config", "message": exc.detail}])
+    if isinstance(data, dict):
+        bad = {str(p.get("field")) for p in problems}
+        problems += _code_problems(repo, data, bad) + _input_problems(db, user, data, bad)
+    if problems or cfg is None:
+        raise config_invalid(problems)
+    return cfg
 
 
 def _enforce_rules(db: Session, repo: Repository, job_name: str) -> None:
@@ -90,14 +140,14 @@ def _enforce_rules(db: Session, repo: Repository, job_name: str) -> None:
     if db.scalar(select(Training.id).where(Training.repo_id == repo.id,
                                            Training.job_name == job_name)) is not None:
         raise Conflict(f"{repo.full_name} already has a training named '{job_name}'; "
-                       "choose another job_name", code="duplicate_name")
+                       f"{_OTHER_NAME}", code="duplicate_name")
 
 
 def _conflict_from_integrity(exc: IntegrityError, repo: Repository, job_name: str) -> Conflict:
     text = str(exc.orig)
     if "job_name" in text:
-        return Conflict(f"{repo.full_name} already has a training named '{job_name}'",
-                        code="duplicate_name")
+        return Conflict(f"{repo.full_name} already has a training named '{job_name}'; "
+                        f"{_OTHER_NAME}", code="duplicate_name")
     return Conflict(f"{repo.full_name} already has an unfinished training",
                     code="training_running")
 
@@ -105,9 +155,7 @@ def _conflict_from_integrity(exc: IntegrityError, repo: Repository, job_name: st
 def create_training(db: Session, *, repo: Repository, user: User, body: Any) -> Training:
     """Validate a config, apply the repo's rules and snapshot the code (caller commits)."""
     require_write(repo, user)
-    cfg = load_config(repo, body)
-    _check_code(repo, cfg)
-    _check_inputs(db, user, cfg)
+    cfg = check_config(db, repo=repo, user=user, body=body)
     _enforce_rules(db, repo, cfg.job_name)
     training = Training(
         repo_id=repo.id, created_by_id=user.id, job_name=cfg.job_name,

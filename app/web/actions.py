@@ -102,8 +102,11 @@ def _repos_page_with_error(request: Request, db: Session, user: User, *, form: s
     if isinstance(exc, Forbidden):  # creating in one's own namespace: only the CSRF check refuses
         exc = Forbidden(EXPIRED)
     rows = [repos.to_public(db, r) for r in repos.list_repos(db, user=user)]
+    # Put the message under the input it is about: the archive, or else the name.
+    about = {str(f.get("field")) for f in exc.fields or []}
+    field = "archive" if "archive" in about or exc.detail.startswith("archive") else "name"
     return render(request, "repos.html", {"repos": rows, "values": {form: name},
-                                          "errors": {form: exc.detail}},
+                                          "errors": {form: exc.detail, "field": field}},
                   user=user, status=exc.status)
 
 
@@ -142,12 +145,14 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
                                         max_bytes=get_settings().max_repo_bytes,
                                         field="archive")
         try:
-            repo = await run_in_threadpool(repos.create_from_archive, db, owner=user, name=name,
-                                           archive=archive)
+            repo, stripped = await run_in_threadpool(repos.create_from_archive, db, owner=user,
+                                                     name=name, archive=archive)
             await run_in_threadpool(db.commit)
         finally:
             await run_in_threadpool(discard_upload, archive)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="upload", name=name, exc=exc)
-    flash(request, f"Created {repo.full_name} from the archive.")
+    note = (f" Its files all sat in one folder, {stripped}/, which was left out: the "
+            "repository holds that folder's contents." if stripped else "")
+    flash(request, f"Created {repo.full_name} from the archive.{note}")
     return RedirectResponse(f"/repos/{repo.full_name}", status_code=303)

@@ -15,6 +15,7 @@ from starlette.types import Scope
 
 from app.models import Training, User
 from app.procs import sandbox
+from app.units import format_bytes
 from app.web.session import CSRF_FORM_FIELD, csrf_token, pop_flash
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
@@ -42,15 +43,8 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_size(size: int | None) -> str:
-    """A byte count for people: `812 B`, `1.4 KB`, `97.7 MB`."""
-    if size is None:
-        return "—"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
+    """A byte count for people: `812 B`, `1.4 kB`, `94.3 MB` (decimal units, as the CLI)."""
+    return "—" if size is None else format_bytes(size)
 
 
 def format_time(moment: datetime | None) -> str:

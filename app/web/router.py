@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import storage
@@ -14,7 +15,7 @@ from app.config import get_settings
 from app.db import SessionDep
 from app.errors import AppError
 from app.headers import TEXT_PLAIN, USER_CONTENT_HEADERS
-from app.models import Repository, Training, User
+from app.models import Evaluation, Repository, Training, User
 from app.params import TrainingId
 from app.repos import service as repos
 from app.repos.schemas import RepoDetail, RepoFile, RepoPublic
@@ -141,6 +142,8 @@ def training_page(training_id: TrainingId, request: Request, db: SessionDep) -> 
         "outputs": outputs.list_outputs(training),
         "limit": get_settings().max_trainings_per_repo,
         "output_dirs": [(n, str(d)) for n, d in outputs.output_dirs(training)],
+        "has_evaluation": db.scalar(select(Evaluation.id).where(
+            Evaluation.training_id == training.id)) is not None,
     }, user=user)
 
 

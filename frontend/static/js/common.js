@@ -56,13 +56,16 @@ export function formatDuration(seconds) {
   return `${Math.floor(minutes / 60)}h ${String(minutes % 60).padStart(2, "0")}m`;
 }
 
+// Decimal units (1 kB = 1000 bytes), the same text as the CLI and app/units.py.
 export function formatSize(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KB", "MB", "GB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
-  return `${value.toFixed(1)} ${units[unit]}`;
+  if (bytes < 1000) return `${bytes} B`;
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = bytes;
+  for (const unit of units) {
+    value /= 1000;
+    if (Math.round(value * 10) / 10 < 1000 || unit === "TB") return `${value.toFixed(1)} ${unit}`;
+  }
+  return `${bytes} B`;
 }
 
 const timeFormat = new Intl.DateTimeFormat(undefined, {

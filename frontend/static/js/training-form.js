@@ -19,9 +19,11 @@ const ROW_KINDS = ["hypeparameters", "inputs", "outputs", "env_variables"];
 const SCALARS = ["job_name", "job_description", "code_dir", "boot_file", "SDK",
                  "frameworks.framework_type", "frameworks.framework_version",
                  "train_instance_type", "log_url"];
-const KNOWN_KEYS = new Set(["SDK", "code_dir", "boot_file", "outputs", "hypeparameters",
-  "hyperparameters", "frameworks", "train_instance_type", "log_url", "env_variables",
-  "job_description", "inputs", "job_name"]);
+// The config's top-level keys, from the JSON Schema the API serves (null if unavailable).
+const knownKeys = api("GET", "/api/v1/schemas/training-config")
+  .then((response) => response.json())
+  .then((schema) => new Set(Object.keys(schema.properties || {})))
+  .catch(() => null);
 const ROW_PATH = /^(hypeparameters|hyperparameters|inputs|outputs)\[(\d+)\](?:\.(\w+))?/;
 const ENV_PATH = /^env_variables(?:\.([A-Za-z_]\w*)|\[("(?:[^"\\]|\\.)*")\])/;
 
@@ -128,7 +130,7 @@ function text(value) {
   return typeof value === "object" ? JSON.stringify(value) : String(value);
 }
 
-// Puts a parsed config.json into the form; returns the keys it did not know.
+// Puts a parsed config.json into the form.
 function fill(config) {
   const frameworks = config.frameworks && typeof config.frameworks === "object" ? config.frameworks : {};
   const values = { ...config, "frameworks.framework_type": frameworks.framework_type,
@@ -154,7 +156,6 @@ function fill(config) {
     }
   }
   schedulePreview();
-  return Object.keys(config).filter((key) => !KNOWN_KEYS.has(key));
 }
 
 let previewPending = false;
@@ -184,12 +185,17 @@ function syntaxMessage(err) {
   return err.lineNumber ? `line ${err.lineNumber}, column ${err.columnNumber}: ${reason}` : reason;
 }
 
+let loadedPath = null;
+const chosenPath = () => (fileSelect.value || pathInput.value).trim().replace(/^\/+/, "");
+const fileMode = () => (form.querySelector('input[name="mode"]:checked') || {}).value === "file";
+
+// Loads the chosen config file into the form; true when it did.
 async function loadConfig() {
-  const path = (fileSelect.value || pathInput.value).trim().replace(/^\/+/, "");
+  const path = chosenPath();
   if (!path) {
     setStatus("Enter the path of a JSON file in the repository, such as train/config.json.", "error");
     pathInput.focus();
-    return;
+    return false;
   }
   setStatus(`Loading ${path}…`);
   let source;
@@ -199,30 +205,36 @@ async function loadConfig() {
     source = await response.text();
   } catch (err) {
     setStatus(err.status === 404 ? `${repo} has no file ${path}.` : err.message, "error");
-    return;
+    return false;
   }
   let data;
   try {
     data = JSON5.parse(source);
   } catch (err) {
     setStatus(`${path} is not valid JSON: ${syntaxMessage(err)}`, "error");
-    return;
+    return false;
   }
   if (!data || typeof data !== "object" || Array.isArray(data)) {
     setStatus(`${path} must hold one JSON object {…}.`, "error");
-    return;
+    return false;
   }
   clearErrors();
-  const unknown = fill(data);
+  fill(data);
+  loadedPath = path;
+  const known = await knownKeys;
+  const unknown = known ? Object.keys(data).filter((key) => !known.has(key)) : [];
   const note = unknown.length ? ` Fields the form does not have were left out: ${unknown.join(", ")}.` : "";
   setStatus(`Loaded ${path}. Review the fields below, then create the training.${note}`, "ok");
+  return true;
 }
 
 document.getElementById("load-config").addEventListener("click", loadConfig);
 fileSelect.addEventListener("change", () => {
+  loadedPath = null;
   pathField.hidden = fileSelect.value !== "";
   if (!pathField.hidden) pathInput.focus();
 });
+pathInput.addEventListener("input", () => { loadedPath = null; });
 pathInput.addEventListener("keydown", (event) => {
   if (event.key === "Enter") { event.preventDefault(); loadConfig(); }
 });
@@ -320,7 +332,8 @@ function handleFailure(err) {
   if (err.status === 422 && Array.isArray(body.fields)) {
     const { unplaced, first } = showFieldErrors(body.fields);
     const n = body.fields.length;
-    showBanner(`The config has ${n} problem${n === 1 ? "" : "s"}${first ? "; they are marked below" : ""}.`, unplaced);
+    const marked = first ? (n === 1 ? "; it is marked below" : "; they are marked below") : "";
+    showBanner(`The config has ${n === 1 ? "1 problem" : `${n} problems`}${marked}.`, unplaced);
     (first || banner).focus();
     return;
   }
@@ -353,6 +366,11 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if (submit.disabled) return;
   clearErrors();
+  // A config file chosen but not loaded yet: load it, then create from what it holds.
+  if (fileMode() && chosenPath() && chosenPath() !== loadedPath && !(await loadConfig())) {
+    (pathField.hidden ? fileSelect : pathInput).focus();
+    return;
+  }
   const { config, rows } = collect();
   sentRows = rows;
   const duplicates = duplicateEnvNames(rows);

@@ -54,9 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None,
                parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """Known arguments; unknown ones (extra platform parameters) are reported and ignored."""
-    args, unknown = (parser or build_parser()).parse_known_args(argv)
+    parser = parser or build_parser()
+    args, unknown = parser.parse_known_args(argv)
     if unknown:
         log(f"ignoring unknown arguments: {' '.join(unknown)}")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            # argparse's error() exits with status 2: the training ends Failed, with this line.
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("train_limit", "test_limit"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be 0 (all images) or more, got {getattr(args, name)}")
     return args
 
 

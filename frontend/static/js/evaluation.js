@@ -70,12 +70,21 @@ class MetricChart {
     }
     if (this.plot) this.plot.destroy();
     this.labels = labels;
+    const xName = this.metric === "accuracy" ? "epoch" : "step";
     this.plot = new uPlot({
       width: this.width(),
       height: 220,
-      scales: { x: { time: false } },
-      axes: [{ label: this.metric === "accuracy" ? "epoch" : "step" }, {}],
-      series: [{ label: "step" }, ...labelled.map((l, i) => ({
+      // Steps and epochs are whole numbers; one point (a one-epoch run) sits mid-axis
+      // (uPlot would pad it to 0..2 before asking).
+      scales: { x: { time: false, range: (u, min, max) => (u.data[0].length === 1
+        ? [u.data[0][0] - 0.5, u.data[0][0] + 0.5] : [min, max]) } },
+      axes: [{ label: xName, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
+                                     10000, 20000, 50000, 100000] }, {}],
+      // The x range, readable from the page (tests, and anyone inspecting the chart).
+      hooks: { setScale: [(u, key) => {
+        if (key === "x") this.el.dataset.xRange = `${u.scales.x.min}..${u.scales.x.max}`;
+      }] },
+      series: [{ label: xName }, ...labelled.map((l, i) => ({
         label: l.label, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true,
         points: { show: l.data.steps.length < 60 },
       }))],
@@ -117,6 +126,7 @@ class EvaluationPanel {
     document.addEventListener("training:status", (event) => {
       if (String(event.detail.id) !== this.root.dataset.trainingId) return;
       this.root.dataset.status = event.detail.status;
+      if (event.detail.status === "Completed") this.loadEvaluation();
       this.render();
       this.loadMetrics();
     });
@@ -173,6 +183,12 @@ class EvaluationPanel {
 
   async loadEvaluation() {
     clearTimeout(this.pollTimer);
+    if (this.status !== "Completed" || this.root.dataset.hasEvaluation !== "true") {
+      // None exists (only a Completed training can have one): asking would earn a 404.
+      this.evaluation = null;
+      this.render();
+      return;
+    }
     try {
       const response = await api("GET", this.root.dataset.evaluationUrl);
       this.evaluation = await response.json();
@@ -194,6 +210,7 @@ class EvaluationPanel {
 
   async start() {
     this.el.error.hidden = true;
+    this.root.dataset.hasEvaluation = "true";
     this.evaluation = { ...(this.evaluation || {}), ...this.chosen(), status: "starting" };
     this.render();
     try {
@@ -201,6 +218,7 @@ class EvaluationPanel {
       this.evaluation = await response.json();
     } catch (err) {
       this.evaluation = null;
+      this.root.dataset.hasEvaluation = "false";
       this.render();
       this.showError(err);
       return;

@@ -1,24 +1,16 @@
 // The inference panel (templates/_inference.html): pick, drop or choose an example image,
 // POST it to /api/v1/trainings/{id}/predict and draw the ten probabilities as bars.
 
+import { csrfToken, formatSize, isFinished } from "/static/js/common.js";
+
 const POLL_MS = 5000;
 const SLOW_MS = 1200;
-const UNFINISHED = new Set(["Pending", "Creating", "Running", "Terminating"]);
-
-function csrfToken() {
-  const meta = document.querySelector('meta[name="csrf-token"]');
-  return meta ? meta.content : "";
-}
 
 function percent(p) {
   const value = p * 100;
   if (value >= 99.95) return "100%";
   if (value > 0 && value < 0.05) return "<0.1%";
   return `${value.toFixed(1)}%`;
-}
-
-function bytesText(n) {
-  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MB` : `${Math.ceil(n / 1024)} KB`;
 }
 
 async function errorText(response) {
@@ -33,7 +25,7 @@ async function errorText(response) {
 class InferencePanel {
   constructor(root) {
     this.root = root;
-    this.maxBytes = Number(root.dataset.maxBytes) || 20 * 1048576;
+    this.maxBytes = Number(root.dataset.maxBytes) || 20000000;
     this.el = {};
     for (const node of root.querySelectorAll("[data-role]")) this.el[node.dataset.role] = node;
     this.request = 0;
@@ -92,7 +84,7 @@ class InferencePanel {
       this.setNotice(info.problem || "This training cannot predict.");
       this.root.dataset.state = "unavailable";
       // A training still running may become Completed: look again in a moment.
-      if (UNFINISHED.has(info.training_status)) {
+      if (info.training_status && !isFinished(info.training_status)) {
         setTimeout(() => this.refresh(), POLL_MS);
       }
       return;
@@ -167,10 +159,14 @@ class InferencePanel {
   }
 
   showError(message) {
-    const { error, status } = this.el;
+    const { error, status, bars, meta } = this.el;
     error.querySelector("p").textContent = message;
     error.hidden = false;
     status.textContent = "";
+    // The bars of an earlier image must not read as the answer for this one.
+    bars.replaceChildren();
+    meta.textContent = "";
+    delete meta.dataset.checkpoint;
     this.root.dataset.state = "error";
   }
 
@@ -178,8 +174,8 @@ class InferencePanel {
     const { error, status, checkpoint } = this.el;
     error.hidden = true;
     if (blob.size > this.maxBytes) {
-      this.showError(`${name} has ${bytesText(blob.size)}; images up to ` +
-                     `${bytesText(this.maxBytes)} can be classified.`);
+      this.showError(`${name} has ${formatSize(blob.size)}; images up to ` +
+                     `${formatSize(this.maxBytes)} can be classified.`);
       return;
     }
     this.showPreview(blob);
