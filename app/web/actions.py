@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
@@ -11,7 +14,7 @@ from app.auth.service import user_for_token
 from app.config import get_settings
 from app.db import SessionDep
 from app.errors import AppError, Forbidden
-from app.models import User
+from app.models import Repository, User
 from app.repos import service as repos
 from app.uploads import discard_upload, form_file, form_text, save_upload
 from app.web.rendering import render
@@ -92,8 +95,7 @@ async def fork_sample(request: Request, db: SessionDep) -> Response:
         name, supplied = _text(form, "name"), form.get(CSRF_FORM_FIELD)
     try:
         check_form_csrf(request, supplied)
-        repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
-        db.commit()
+        repo = await run_in_threadpool(_fork, db, user, name)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="fork", name=name, exc=exc)
     flash(request, f"Forked the ResNet50 sample into {repo.full_name}.")
@@ -116,11 +118,22 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
                                         max_bytes=get_settings().max_repo_bytes,
                                         field="archive")
         try:
-            repo = repos.create_from_archive(db, owner=user, name=name, archive=archive)
-            db.commit()
+            repo = await run_in_threadpool(_from_archive, db, user, name, archive)
         finally:
             discard_upload(archive)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="upload", name=name, exc=exc)
     flash(request, f"Created {repo.full_name} from the archive.")
     return RedirectResponse(f"/repos/{repo.full_name}", status_code=303)
+
+
+def _fork(db: Session, user: User, name: str) -> Repository:
+    repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
+    repos.commit_new_repo(db, repo)
+    return repo
+
+
+def _from_archive(db: Session, user: User, name: str, archive: Path) -> Repository:
+    repo = repos.create_from_archive(db, owner=user, name=name, archive=archive)
+    repos.commit_new_repo(db, repo)
+    return repo
