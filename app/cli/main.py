@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,9 @@ from app.cli import client
 
 if TYPE_CHECKING:
     from app.cli.supervisor import Supervisor
+
+# The worker needs the trainings' grace (5 s) and a moment to record them; compose gives 30 s.
+WORKER_STOP_GRACE_S = 20.0
 
 app = typer.Typer(help="Trainyard: a self-hosted training-job service.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -62,21 +64,41 @@ def _start_redis(sup: Supervisor, data_dir: Path) -> str:
     port = free_port()
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    # The port (and so the URL the API and worker hold) stays the same across restarts, and
+    # the append-only file brings the queued messages back after one.
     sup.start("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "no", "--dir", str(redis_dir),
-                        "--logfile", str(redis_dir / "redis.log")])
+                        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                        "--dir", str(redis_dir), "--logfile", str(redis_dir / "redis.log")],
+              stop_grace_s=5, after_restart=lambda: _after_redis_restart(port))
+    _wait_redis(port, sup)
+    return url
+
+
+def _wait_redis(port: int, sup: Supervisor | None = None, timeout_s: float = 10) -> None:
     import redis
 
     client_ = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             client_.ping()
-            return f"redis://127.0.0.1:{port}/0"
+            return
         except redis.ConnectionError:
-            if time.monotonic() > deadline or sup.failed():
+            if time.monotonic() > deadline or (sup is not None and sup.failed()):
                 raise RuntimeError("the embedded Redis did not start") from None
             time.sleep(0.05)
+
+
+def _after_redis_restart(port: int) -> None:
+    _wait_redis(port)
+    count = _redispatch_pending()
+    typer.echo(f"trainyard: queued {count} pending training(s) again", err=True)
+
+
+def _after_api_restart() -> None:
+    # A create the API committed but had no time to queue before it died runs all the same.
+    _redispatch_pending()
 
 
 def _redispatch_pending() -> int:
@@ -126,9 +148,11 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
 
             get_settings.cache_clear()
         sup.start("api", [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-                          "--host", host, "--port", str(port), "--no-access-log"])
+                          "--host", host, "--port", str(port), "--no-access-log",
+                          "--timeout-graceful-shutdown", "5"],
+                  stop_grace_s=10, after_restart=_after_api_restart)
         sup.start("worker", worker_argv([], concurrency=workers, name="trainyard@%h"),
-                  log_file=logs / "worker.log")
+                  log_file=logs / "worker.log", stop_grace_s=WORKER_STOP_GRACE_S)
         url = f"http://{host}:{port}"
         wait_healthy(url, sup)
         _redispatch_pending()
@@ -136,10 +160,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
         typer.echo(f"Admin token: {token}")
         typer.echo(f"Data: {data_dir}   Worker log: {logs / 'worker.log'}   Ctrl-C stops.")
         while not stopping:
-            problem = sup.failed()
-            if problem:
-                typer.echo(f"stopping: {problem}", err=True)
-                raise typer.Exit(1)
+            sup.watch()
             time.sleep(0.2)
     finally:
         typer.echo("Stopping Trainyard...", err=True)
@@ -151,12 +172,19 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to c
            = "trainings.cpu",
            concurrency: Annotated[int, typer.Option(help="Trainings run at once.")] = 1,
            name: Annotated[str, typer.Option(help="Worker name.")] = "trainyard@%h") -> None:
-    """Start a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL)."""
+    """Run a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL).
+
+    The command replaces itself with Celery, so signals reach the worker directly.
+    """
     from app.cli.supervisor import worker_argv
 
     argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],
                        concurrency=concurrency, name=name)
-    raise typer.Exit(subprocess.call(argv))
+    # Become the Celery worker (same pid): SIGTERM from `docker stop` or a process manager
+    # reaches Celery itself, which abandons its trainings and exits (docs/operations.md).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
 
 
 @app.command()
