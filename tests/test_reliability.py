@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
-from tests.live import start_live, start_parts
-from tests.repo_files import config, create_repo, submit
+from tests.live import Live, start_live, start_parts, unique
+from tests.repo_files import config, create_repo, submit, tar_gz
 
 # compose's stop_grace_period for the worker (docker-compose.yml): SIGKILL comes after it.
 STOP_GRACE_S = 30
@@ -115,6 +121,125 @@ def test_up_restarts_a_stopped_worker_and_a_killed_worker_and_redis(tmp_path: Pa
         assert "restarting it in" in live.log.read_text()
     finally:
         live.stop()
+
+
+def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    live = start_live(data, workers=1)
+    try:
+        owner, client = live.new_user()
+        token = client.headers["Authorization"].split()[1]
+        # 1. A large repository archive whose upload is cut mid-body by SIGKILL.
+        name = unique("big")
+        sent = _upload_until_killed(live.url, token, name, live.proc.pid)
+        assert 0 < sent < BIG_ARCHIVE_BYTES
+        _wait_api_back(live, restarts=1)
+        assert client.get(f"/api/v1/repos/{owner}/{name}").status_code == 404
+        assert not (data / "repos" / owner / name).exists()
+
+        # 2. Repository forks and training creations in flight when the API is SIGKILLed.
+        repos = [create_repo(client) for _ in range(3)]
+        forks, _codes = _create_until_killed(live, token, repos)
+        _wait_api_back(live, restarts=2)
+        listed = {r["name"] for r in client.get("/api/v1/repos").json()}
+        for fork in forks:
+            if fork in listed:  # a row: its files are complete
+                r = client.get(f"/api/v1/repos/{owner}/{fork}/files/train/config.json")
+                assert r.status_code == 200, (fork, r.text)
+            else:  # no row: nothing left blocks the name, and it can be created again
+                r = client.post("/api/v1/repos", json={"name": fork, "template": "resnet50"})
+                assert r.status_code == 201, (fork, r.text)
+        assert any(f in listed for f in forks)
+        # Every training row has its code snapshot and gets queued: each one completes.
+        for repo in repos:
+            for training in client.get(f"/api/v1/repos/{repo}/trainings").json():
+                done = live.wait_status(client, training["id"], FINISHED, timeout=120)
+                assert done["status"] == "Completed", done
+    finally:
+        live.stop()
+
+
+BIG_ARCHIVE_BYTES = 24 * 1024 * 1024
+FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
+
+
+def _upload_until_killed(url: str, token: str, name: str, up_pid: int) -> int:
+    """Send a multipart repository archive slowly; SIGKILL the API halfway through."""
+    archive = tar_gz({"code/main.py": "print('hi')\n", "blob.bin": os.urandom(BIG_ARCHIVE_BYTES)})
+    boundary = uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"archive\"; "
+            f"filename=\"repo.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n").encode()
+    api = _child(up_pid, "uvicorn")
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        yield head
+        for start in range(0, len(archive), 256 * 1024):
+            if start >= len(archive) // 2 and api.is_running():
+                api.send_signal(signal.SIGKILL)
+                api.wait(10)
+            yield archive[start:start + 256 * 1024]
+            sent = start + 256 * 1024
+            time.sleep(0.01)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    with pytest.raises(httpx.TransportError):
+        httpx.post(f"{url}/api/v1/repos", content=body(), timeout=60, headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return sent
+
+
+def _create_until_killed(live: Live, token: str,
+                         repos: list[str]) -> tuple[list[str], Counter[int]]:
+    """Fork repositories and create trainings from 4 threads until the API is SIGKILLed."""
+    api = _child(live.proc.pid, "uvicorn")
+    forks: list[str] = []
+    codes: Counter[int] = Counter()
+    stop = threading.Event()
+
+    def hammer(i: int) -> None:
+        with live.client(token) as c:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    if n % 2:
+                        fork = unique("k")
+                        forks.append(fork)
+                        r = c.post("/api/v1/repos", json={"name": fork, "template": "resnet50"})
+                    else:
+                        r = submit(c, repos[(i + n) % len(repos)],
+                                   config(unique("k-"), hypeparameters=[]))
+                    codes[r.status_code] += 1
+                except httpx.TransportError:
+                    codes[0] += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    api.send_signal(signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert codes[201] > 0 and not any(c >= 500 for c in codes), codes
+    return forks, codes
+
+
+def _wait_api_back(live: Live, *, restarts: int) -> None:
+    _wait_log(live.log, "api restarted (pid", restarts)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{live.url}/api/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the API did not come back"
+        time.sleep(0.2)
 
 
 def _child(pid: int, needle: str) -> psutil.Process:

@@ -143,7 +143,10 @@ def _reload(db: Session, training: Training) -> bool:
 
 
 def _terminate_and_commit(db: Session, training: Training, user: User) -> None:
-    service.request_termination(db, training, user=user)
+    try:
+        service.request_termination(db, training, user=user)
+    except InvalidRequestError as exc:  # its row was deleted by a concurrent request
+        raise NotFound(f"training {training.id} was deleted meanwhile") from exc
     db.commit()
 
 
