@@ -56,12 +56,14 @@ def test_a_killed_platform_leaves_no_training_and_marks_it_abnormal(tmp_path: Pa
         again.stop()
 
 
-@pytest.mark.parametrize("as_pid_1", [False, True], ids=["process", "pid-1"])
+@pytest.mark.parametrize(("as_pid_1", "database"), [(False, "sqlite"), (True, "postgresql")],
+                         ids=["process-sqlite", "pid-1-postgresql"])
 def test_trainyard_worker_stops_on_sigterm_and_records_its_trainings(
-        tmp_path: Path, as_pid_1: bool) -> None:
+        tmp_path: Path, request: pytest.FixtureRequest, as_pid_1: bool, database: str) -> None:
     # As PID 1 (a container without an init) a process that installs no handler never sees
     # SIGTERM: `trainyard worker` must be Celery itself for `docker stop` to work.
-    parts = start_parts(tmp_path / "data")
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    parts = start_parts(tmp_path / "data", database_url=url)
     try:
         worker = parts.start_worker("alone@%h", as_pid_1=as_pid_1)
         _user, client = parts.new_user()
@@ -139,9 +141,12 @@ def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(tmp_path:
 
         # 2. Repository forks and training creations in flight when the API is SIGKILLed.
         repos = [create_repo(client) for _ in range(3)]
-        forks, _codes = _create_until_killed(live, token, repos)
+        forks, codes = _create_until_killed(live, token, repos)
         _wait_api_back(live, restarts=2)
         listed = {r["name"] for r in client.get("/api/v1/repos").json()}
+        print(f"answers before and during the kill: {dict(codes)}; forks without a row: "
+              f"{sorted(set(forks) - listed)}, leftover folders: "
+              f"{[f for f in set(forks) - listed if (data / 'repos' / owner / f).exists()]}")
         for fork in forks:
             if fork in listed:  # a row: its files are complete
                 r = client.get(f"/api/v1/repos/{owner}/{fork}/files/train/config.json")
