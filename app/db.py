@@ -30,16 +30,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-SQLITE_BUSY_TIMEOUT_S = 30
-_WRITE_STATEMENT = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b",
-                              re.IGNORECASE)
+_WRITE_STATEMENT = re.compile(
+    r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|SAVEPOINT)\b", re.IGNORECASE)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the one writer; busy_timeout makes a second writer wait
-    # for the lock instead of failing, which is what serialises the per-repo rules.
+    # WAL lets readers run beside the one writer. The busy timeout (the driver's `timeout`,
+    # set before this runs) makes a second writer wait for the lock instead of failing,
+    # which is what serialises the per-repo rules.
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -60,7 +59,7 @@ def make_engine(url: str) -> Engine:
     """An engine for `url`, with SQLite tuned for concurrent use (see docs/architecture.md)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={
-            "check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S,
+            "check_same_thread": False, "timeout": get_settings().sqlite_busy_timeout_s,
             "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "before_cursor_execute", _sqlite_begin_immediate)
