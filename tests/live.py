@@ -112,7 +112,8 @@ class Parts(Live):
     env: dict[str, str] = field(default_factory=dict)
     others: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    def start_worker(self, name: str, *, as_pid_1: bool = False) -> subprocess.Popen[str]:
+    def start_worker(self, name: str, *, as_pid_1: bool = False,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start `trainyard worker --name NAME`; as PID 1 of its own PID namespace if asked
         (as in a container without an init), where unhandled signals are ignored."""
         argv = [sys.executable, "-m", "app.cli.main", "worker", "--name", name]
@@ -122,7 +123,7 @@ class Parts(Live):
             argv = [str(bwrap_path()), "--unshare-pid", "--as-pid-1", "--dev-bind", "/", "/",
                     "--proc", "/proc", "--", *argv]
         out = (self.data_dir.parent / f"worker-{name.replace('@', '-')}.log").open("a")
-        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out,
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=out,
                                 stderr=subprocess.STDOUT, text=True)
         self.others.append(proc)
         return proc

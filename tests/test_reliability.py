@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -85,6 +86,48 @@ def test_trainyard_worker_stops_on_sigterm_and_records_its_trainings(
         print(f"worker stopped {took:.1f} s after SIGTERM")
     finally:
         parts.stop()
+
+
+def test_worker_on_sigterm_does_not_wait_for_a_run_being_prepared(tmp_path: Path) -> None:
+    # pip waits on an index that never answers: the training stays Creating until it gives up.
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        index = f"http://127.0.0.1:{black_hole.getsockname()[1]}/simple"
+        parts = start_parts(tmp_path / "data")
+        try:
+            worker = parts.start_worker("preparing@%h", extra_env={
+                "PIP_INDEX_URL": index, "PIP_TIMEOUT": "300", "PIP_RETRIES": "0"})
+            _user, client = parts.new_user()
+            repo = create_repo(client, {"README.md": "pip never answers\n",
+                                        "code/main.py": "print('never')\n",
+                                        "code/pip-requirements.txt": "trainyard-nowhere==1.0\n"})
+            r = submit(client, repo, config("preparing", hypeparameters=[]))
+            assert r.status_code == 201, r.text
+            tid = r.json()["id"]
+            parts.wait_status(client, tid, {"Creating"}, timeout=60)
+            pip = _descendant(worker.pid, "pip")
+            tree = psutil.Process(worker.pid).children(recursive=True)
+            started = time.monotonic()
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=STOP_GRACE_S)
+            took = time.monotonic() - started
+            body = client.get(f"/api/v1/trainings/{tid}").json()
+            assert body["status"] == "Abnormal" and "shut down" in body["error"], body
+            assert not _alive(pip) and [p for p in tree if _alive(p)] == []
+            print(f"worker stopped {took:.1f} s after SIGTERM while pip was running")
+        finally:
+            parts.stop()
+
+
+def _descendant(pid: int, needle: str, timeout: float = 60) -> psutil.Process:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in psutil.Process(pid).children(recursive=True):
+            if needle in " ".join(_cmdline(proc)):
+                return proc
+        time.sleep(0.1)
+    raise AssertionError(f"no descendant of {pid} runs {needle}")
 
 
 def test_up_restarts_a_stopped_worker_and_a_killed_worker_and_redis(tmp_path: Path) -> None:

@@ -94,13 +94,26 @@ def abandon_trainings(worker_name: str) -> int:
     """At worker shutdown: mark this worker's trainings Abnormal and stop their processes."""
     count = _mark_in_progress_abnormal(
         worker_name, f"worker {worker_name} shut down while the training was in progress")
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if str(runner.REAPER) in proc.cmdline():
-                os.killpg(proc.pid, signal.SIGTERM)  # the shim leads the training's group
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
+    # What the pool processes started: each running training's shim, which leads the
+    # training's process group, and what a run being prepared started (pip, in its own
+    # group too). Stopping them ends the tasks, so the worker exits without waiting for them.
+    for pool_process in psutil.Process().children():
+        for proc in _children(pool_process):
+            try:
+                if os.getpgid(proc.pid) == proc.pid:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                else:
+                    proc.terminate()
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                continue
     return count
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children()
+    except psutil.Error:
+        return []
 
 
 def _input_path(input_url: str) -> Path:
