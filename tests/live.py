@@ -78,8 +78,9 @@ class Live:
 
 
 def start_live(data_dir: Path, *, database_url: str | None = None, workers: int = 2,
-               extra_env: dict[str, str] | None = None) -> Live:
-    """Start `trainyard up` on a free port and wait for its ready line."""
+               extra_env: dict[str, str] | None = None, own_group: bool = False) -> Live:
+    """Start `trainyard up` on a free port and wait for its ready line (in a process group
+    of its own if asked, as a shell runs a foreground command: Ctrl-C reaches the group)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
     env.update({"TRAINYARD_ADMIN_TOKEN": ADMIN_TOKEN, "TRAINYARD_DATA_DIR": str(data_dir),
@@ -92,7 +93,8 @@ def start_live(data_dir: Path, *, database_url: str | None = None, workers: int 
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli.main", "up", "--port", str(port), "--data-dir",
          str(data_dir), "--workers", str(workers)],
-        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+        process_group=0 if own_group else None)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if "Trainyard is running at" in log.read_text():
