@@ -143,10 +143,11 @@ def _reload(db: Session, training: Training) -> bool:
 
 
 def _terminate_and_commit(db: Session, training: Training, user: User) -> None:
+    training_id = training.id  # read before a failed refresh expires it
     try:
         service.request_termination(db, training, user=user)
     except InvalidRequestError as exc:  # its row was deleted by a concurrent request
-        raise NotFound(f"training {training.id} was deleted meanwhile") from exc
+        raise NotFound(f"training {training_id} was deleted meanwhile") from exc
     db.commit()
 
 
