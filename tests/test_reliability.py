@@ -181,6 +181,8 @@ def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(tmp_path:
         _wait_api_back(live, restarts=1)
         assert client.get(f"/api/v1/repos/{owner}/{name}").status_code == 404
         assert not (data / "repos" / owner / name).exists()
+        scratch = data / "tmp"  # the body was spooled outside the data dir: nothing is left
+        assert not scratch.exists() or list(scratch.iterdir()) == []
 
         # 2. Repository forks and training creations in flight when the API is SIGKILLed.
         repos = [create_repo(client) for _ in range(3)]
@@ -248,11 +250,16 @@ def _create_until_killed(live: Live, token: str,
     codes: Counter[int] = Counter()
     stop = threading.Event()
 
+    in_flight = [0]
+    lock = threading.Lock()
+
     def hammer(i: int) -> None:
         with live.client(token) as c:
             n = 0
             while not stop.is_set():
                 n += 1
+                with lock:
+                    in_flight[0] += 1
                 try:
                     if n % 2:
                         fork = unique("k")
@@ -264,11 +271,17 @@ def _create_until_killed(live: Live, token: str,
                     codes[r.status_code] += 1
                 except httpx.TransportError:
                     codes[0] += 1
+                finally:
+                    with lock:
+                        in_flight[0] -= 1
 
     threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     time.sleep(2)
+    deadline = time.monotonic() + 10
+    while in_flight[0] < len(threads) and time.monotonic() < deadline:
+        time.sleep(0.001)  # kill while every thread waits for an answer
     api.send_signal(signal.SIGKILL)
     stop.set()
     for t in threads:
