@@ -168,9 +168,12 @@ def test_up_restarts_a_stopped_worker_and_a_killed_worker_and_redis(tmp_path: Pa
         live.stop()
 
 
-def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(tmp_path: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(
+        tmp_path: Path, request: pytest.FixtureRequest, database: str) -> None:
     data = tmp_path / "data"
-    live = start_live(data, workers=1)
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    live = start_live(data, workers=1, database_url=url)
     try:
         owner, client = live.new_user()
         token = client.headers["Authorization"].split()[1]
