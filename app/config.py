@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Celery broker; an embedded Redis "
                                   "is started by `trainyard up` when unset.")
     admin_token: str | None = Field(default=None, description="API token of the bootstrap admin.")
+    sqlite_busy_timeout_s: float = Field(default=30.0, gt=0, description="How long a SQLite "
+                                         "write waits for the lock before answering 503.")
     public_url: str | None = Field(default=None, description="Base URL printed and used in links.")
 
     training_timeout_s: int = Field(default=24 * 3600, ge=1, description="Wall-clock limit of a "

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends
 from sqlalchemy import MetaData, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.config import get_settings
@@ -28,24 +30,51 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+_WRITE_STATEMENT = re.compile(
+    r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|SAVEPOINT)\b", re.IGNORECASE)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers run beside the one writer; busy_timeout makes a second writer wait
-    # for the lock instead of failing, which is what serialises the per-repo rules.
+    # WAL lets readers run beside the one writer. The busy timeout (the driver's `timeout`,
+    # set before this runs) makes a second writer wait for the lock instead of failing,
+    # which is what serialises the per-repo rules.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
+def _sqlite_begin_immediate(_conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
+    # The driver's own transaction handling is off (isolation_level=None), so reads run in
+    # autocommit and never hold a lock. A transaction starts at its first write, with
+    # BEGIN IMMEDIATE: it waits (busy_timeout) for the write lock at its start instead of
+    # upgrading a stale read snapshot later, which SQLite refuses at once ("database is
+    # locked", SQLITE_BUSY_SNAPSHOT) without waiting.
+    if not cursor.connection.in_transaction and _WRITE_STATEMENT.match(statement):
+        cursor.execute("BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for `url`, with SQLite tuned for concurrent use."""
+    """An engine for `url`, with SQLite tuned for concurrent use (see docs/architecture.md)."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={
+            "check_same_thread": False, "timeout": get_settings().sqlite_busy_timeout_s,
+            "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "before_cursor_execute", _sqlite_begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def is_database_busy(exc: BaseException) -> bool:
+    """Whether `exc` is the database refusing for now (lock wait over, deadlock, conflict)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig):
+        return True
+    # PostgreSQL: serialization failure, deadlock detected, lock not available.
+    return getattr(exc.orig, "sqlstate", None) in {"40001", "40P01", "55P03"}
 
 
 @lru_cache

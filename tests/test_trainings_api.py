@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.burst import mixed_burst
 from tests.cifar_data import write_cifar_binary
 from tests.live import Live
 from tests.repo_files import config, create_repo, processes_naming, submit
@@ -336,3 +337,35 @@ def test_a_repository_config_runs_again_under_another_job_name(live: Live) -> No
     assert renamed.json()["config"]["job_name"] == "second"
     bad = submit(client, repo, {"config_path": "train/config.json", "epochs": "3"})
     assert bad.status_code == 422 and bad.json()["fields"][0]["field"] == "config_path"
+
+
+def test_a_mixed_burst_never_answers_a_server_error(any_live: Live) -> None:
+    result = mixed_burst(any_live, total=200, parallel=20)
+    assert result.server_errors == []
+    allowed = {"create": {201, 409}, "list": {200}, "repos": {200}, "read": {200},
+               "write": {200}, "fork": {201}, "detail": {200, 404}, "log": {200, 404},
+               "delete": {200, 204, 404, 409}}
+    unexpected = {k: n for k, n in result.codes.items() if k[1] not in allowed[k[0]]}
+    assert unexpected == {}, unexpected
+    assert sum(result.codes.values()) == 200
+    assert result.codes[("create", 201)] >= 1 and result.codes[("create", 409)] >= 1
+
+
+def test_concurrent_deletes_of_one_training(any_live: Live) -> None:
+    _, client = any_live.new_user()
+    token = client.headers["Authorization"].split()[1]
+    repo = create_repo(client)
+    for boot_file in ("sleep.py", "main.py"):  # one deleted while unfinished, one finished
+        tid = submit(client, repo, config(f"del-{boot_file[:-3]}", boot_file=boot_file,
+                                          hypeparameters=[])).json()["id"]
+        if boot_file == "main.py":
+            any_live.wait_status(client, tid, FINISHED)
+
+        def delete(_: int, tid: int = tid) -> int:
+            with any_live.client(token) as c:
+                return c.delete(f"/api/v1/trainings/{tid}").status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(delete, range(12)))
+        assert 204 in codes and set(codes) <= {204, 404, 409}, codes
+        assert client.get(f"/api/v1/trainings/{tid}").status_code == 404

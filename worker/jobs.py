@@ -20,7 +20,7 @@ from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus
 from app.models.base import utcnow
 from app.models.training import finish
-from app.procs import envs, sandbox, supervise
+from app.procs import envs, sandbox
 from app.procs.environ import build_env
 from app.trainings.config_rules import parse_input_url
 from app.trainings.runtimes import get_flavor, get_runtime, sandbox_limits, sandbox_network
@@ -95,13 +95,26 @@ def abandon_trainings(worker_name: str) -> int:
     """At worker shutdown: mark this worker's trainings Abnormal and stop their processes."""
     count = _mark_in_progress_abnormal(
         worker_name, f"worker {worker_name} shut down while the training was in progress")
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if supervise.is_shim(proc):
-                os.killpg(proc.pid, signal.SIGTERM)  # the shim leads the training's group
-        except (ProcessLookupError, PermissionError):
-            continue
+    # What the pool processes started: each running training's shim, which leads the
+    # training's process group, and what a run being prepared started (pip, in its own
+    # group too). Stopping them ends the tasks, so the worker exits without waiting for them.
+    for pool_process in psutil.Process().children():
+        for proc in _children(pool_process):
+            try:
+                if os.getpgid(proc.pid) == proc.pid:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                else:
+                    proc.terminate()
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                continue
     return count
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children()
+    except psutil.Error:
+        return []
 
 
 def _input_path(input_url: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from app.models.base import utcnow
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,38}[A-Za-z0-9]$")
 TOKEN_PREFIX = "ty_"
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 def hash_token(token: str) -> str:
@@ -64,7 +66,10 @@ def find_token(db: Session, token: str) -> ApiToken | None:
     """The stored token whose value is `token` (its use is recorded), or None."""
     row = db.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
     if row is not None:
-        row.last_used_at = utcnow()
+        now = utcnow()
+        # Recorded at most once a minute, so that reading requests stay reads (no write lock).
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_EVERY:
+            row.last_used_at = now
     return row
 
 

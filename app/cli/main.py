@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,9 @@ from app.cli import client
 
 if TYPE_CHECKING:
     from app.cli.supervisor import Supervisor
+
+# The worker needs the trainings' grace (5 s) and a moment to record them; compose gives 30 s.
+WORKER_STOP_GRACE_S = 20.0
 
 app = typer.Typer(help="Trainyard: a self-hosted training-job service.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -66,20 +68,40 @@ def _start_redis(sup: Supervisor, data_dir: Path) -> str:
     redis_dir.mkdir(exist_ok=True, mode=0o700)
     password = read_or_create_secret(data_dir / "redis-password")
     conf = redis_dir / "redis.conf"
+    # The port (and so the URL the API and worker hold) stays the same across restarts, and
+    # the append-only file brings the queued messages back after one.
     write_redis_config(conf, port=port, password=password, folder=redis_dir)
-    sup.start("redis", [redis_server_binary(), str(conf)])
+    sup.start("redis", [redis_server_binary(), str(conf)],
+              stop_grace_s=5, after_restart=lambda: _after_redis_restart(port, password))
+    _wait_redis(port, password, sup)
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def _wait_redis(port: int, password: str, sup: Supervisor | None = None,
+                timeout_s: float = 10) -> None:
     import redis
 
     client_ = redis.Redis(port=port, password=password)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             client_.ping()
-            return f"redis://:{password}@127.0.0.1:{port}/0"
+            return
         except redis.ConnectionError:
-            if time.monotonic() > deadline or sup.failed():
+            if time.monotonic() > deadline or (sup is not None and sup.failed()):
                 raise RuntimeError("the embedded Redis did not start") from None
             time.sleep(0.05)
+
+
+def _after_redis_restart(port: int, password: str) -> None:
+    _wait_redis(port, password)
+    count = _redispatch_pending()
+    typer.echo(f"trainyard: queued {count} pending training(s) again", err=True)
+
+
+def _after_api_restart() -> None:
+    # A create the API committed but had no time to queue before it died runs all the same.
+    _redispatch_pending()
 
 
 def _redispatch_pending() -> int:
@@ -153,9 +175,12 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
 
             get_settings.cache_clear()
         sup.start("api", [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-                          "--host", host, "--port", str(port), "--no-access-log"])
+                          "--host", host, "--port", str(port), "--no-access-log",
+                          "--timeout-graceful-shutdown", "5"],
+                  stop_grace_s=10, after_restart=_after_api_restart)
         sup.start("worker", worker_argv([], concurrency=workers, name="trainyard@%h"),
-                  log_file=logs / "worker.log", without=API_ONLY_SECRETS)
+                  log_file=logs / "worker.log", without=API_ONLY_SECRETS,
+                  stop_grace_s=WORKER_STOP_GRACE_S)
         url = f"http://{host}:{port}"
         wait_healthy(url, sup)
         _redispatch_pending()
@@ -163,10 +188,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
         typer.echo(f"Admin token: {token}")
         typer.echo(f"Data: {data_dir}   Worker log: {logs / 'worker.log'}   Ctrl-C stops.")
         while not stopping:
-            problem = sup.failed()
-            if problem:
-                typer.echo(f"stopping: {problem}", err=True)
-                raise typer.Exit(1)
+            sup.watch()
             time.sleep(0.2)
     finally:
         typer.echo("Stopping Trainyard...", err=True)
@@ -178,13 +200,20 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to c
            = "trainings.cpu",
            concurrency: Annotated[int, typer.Option(help="Trainings run at once.")] = 1,
            name: Annotated[str, typer.Option(help="Worker name.")] = "trainyard@%h") -> None:
-    """Start a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL)."""
+    """Run a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL).
+
+    The command replaces itself with Celery, so signals reach the worker directly.
+    """
     from app.cli.supervisor import worker_argv
 
     os.environ["TRAINYARD_SANDBOX"] = _check_sandbox()
     argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],
                        concurrency=concurrency, name=name)
-    raise typer.Exit(subprocess.call(argv))
+    # Become the Celery worker (same pid): SIGTERM from `docker stop` or a process manager
+    # reaches Celery itself, which abandons its trainings and exits (docs/operations.md).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
 
 
 @app.command()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path, PurePosixPath
+
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from app.auth.deps import CurrentUser
 from app.config import get_settings
@@ -13,6 +16,7 @@ from app.db import SessionDep
 from app.errors import Invalid, TooLarge
 from app.evaluations.manager import stop_repo_evaluation, stop_training_evaluation
 from app.headers import user_file_response
+from app.models import Repository, User
 from app.repos import service
 from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic
 from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
@@ -41,9 +45,7 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
             path = await save_upload(form_file(form, "archive"),
                                      max_bytes=settings.max_repo_bytes, field="archive")
         try:
-            repo, stripped = await run_in_threadpool(service.create_from_archive, db, owner=user,
-                                                     name=name, archive=path)
-            await run_in_threadpool(db.commit)
+            repo, stripped = await run_in_threadpool(_create_from_archive, db, user, name, path)
         finally:
             await run_in_threadpool(discard_upload, path)
         public = await run_in_threadpool(service.to_public, db, repo)
@@ -55,10 +57,24 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
                   for e in exc.errors()]
         raise Invalid("; ".join(f"{f['field']}: {f['message']}" for f in fields),
                       fields=fields) from exc
-    repo = await run_in_threadpool(service.fork_template, db, owner=user, name=body.name,
-                                   template=body.template, description=body.description)
-    await run_in_threadpool(db.commit)
+    repo = await run_in_threadpool(_fork, db, user, body)
     return await run_in_threadpool(service.to_public, db, repo)
+
+
+# Each write transaction runs start to commit in one worker thread: holding SQLite's write
+# lock across an `await`, or waiting for it on the event loop, can stall every request.
+def _create_from_archive(db: Session, user: User, name: str,
+                         path: Path) -> tuple[Repository, str | None]:
+    repo, stripped = service.create_from_archive(db, owner=user, name=name, archive=path)
+    service.commit_new_repo(db, repo)
+    return repo, stripped
+
+
+def _fork(db: Session, user: User, body: RepoCreate) -> Repository:
+    repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
+                                 description=body.description)
+    service.commit_new_repo(db, repo)
+    return repo
 
 
 @router.get("", response_model=list[RepoPublic])
@@ -83,9 +99,13 @@ async def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) 
     for training_id in await run_in_threadpool(service.training_ids, db, repo):
         await stop_training_evaluation(training_id)
     await stop_repo_evaluation(repo)
-    await run_in_threadpool(service.delete_repo, db, repo)
-    await run_in_threadpool(db.commit)
+    await run_in_threadpool(_delete_and_commit, db, repo)
     return Response(status_code=204)
+
+
+def _delete_and_commit(db: Session, repo: Repository) -> None:
+    service.delete_repo(db, repo)
+    db.commit()
 
 
 @router.get("/{owner}/{name}/files/{path:path}", response_class=FileResponse)
@@ -110,6 +130,10 @@ async def write_file(owner: str, name: str, path: str, request: Request, db: Ses
         body.extend(chunk)
         if len(body) > limit:
             raise TooLarge(f"file is larger than the limit of {limit} bytes")
-    written = await run_in_threadpool(service.write_file, db, repo, path, bytes(body))
-    await run_in_threadpool(db.commit)
-    return FileWritten(path=str(written), size=len(body))
+
+    def write() -> PurePosixPath:
+        written = service.write_file(db, repo, path, bytes(body))
+        db.commit()
+        return written
+
+    return FileWritten(path=str(await run_in_threadpool(write)), size=len(body))

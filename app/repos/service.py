@@ -23,8 +23,7 @@ from app.repos.schemas import RepoDetail, RepoFile, RepoPublic
 TEMPLATES = {"resnet50": "resnet50"}
 
 
-def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
-              description: str) -> Repository:
+def _check_new_name(db: Session, *, owner: User, name: str) -> None:
     check_name(name)
     same = db.scalar(select(Repository.name).where(
         Repository.owner_id == owner.id, func.lower(Repository.name) == name.lower()))
@@ -32,9 +31,13 @@ def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
         also = "" if same == name else " (names ignore case)"
         raise Conflict(f"repository '{owner.username}/{same}' already exists{also}",
                        code="duplicate_repo")
-    if storage.repo_dir(owner.username, name).exists():
-        raise Conflict(f"files of '{owner.username}/{name}' are still on disk; "
-                       "choose another name", code="duplicate_repo")
+
+
+def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
+              description: str, files: Path) -> Repository:
+    # The row first: once it is flushed this transaction owns the name (SQLite's write lock,
+    # PostgreSQL's unique index), so a folder already there is the leftover of a creation
+    # that died before its commit, never another live repository's files.
     repo = Repository(owner=owner, name=name, template=template, description=description)
     db.add(repo)
     try:
@@ -42,36 +45,59 @@ def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
     except IntegrityError as exc:
         raise Conflict(f"repository '{owner.username}/{name}' already exists",
                        code="duplicate_repo") from exc
+    dest = storage.repo_dir(owner.username, name)
+    storage.remove_tree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    files.rename(dest)
     return repo
 
 
 def fork_template(db: Session, *, owner: User, name: str, template: str,
                   description: str = "") -> Repository:
-    """Create `owner/name` as a copy of a built-in sample repository."""
+    """Create `owner/name` as a copy of a built-in sample repository (caller commits)."""
     if template not in TEMPLATES:
         raise Invalid(f"template: unknown template '{template}'; known: {', '.join(TEMPLATES)}",
                       fields=[{"field": "template", "message": "unknown template"}])
-    repo = _new_repo(db, owner=owner, name=name, template=template,
-                     description=description or f"Fork of the {template} sample")
-    storage.copy_tree_atomic(storage.SAMPLES_DIR / TEMPLATES[template],
-                             storage.repo_dir(owner.username, name))
-    return repo
+    _check_new_name(db, owner=owner, name=name)
+    stage = storage.staging_dir("fork-")
+    try:
+        storage.copy_tree_atomic(storage.SAMPLES_DIR / TEMPLATES[template], stage / "tree")
+        return _new_repo(db, owner=owner, name=name, template=template,
+                         description=description or f"Fork of the {template} sample",
+                         files=stage / "tree")
+    finally:
+        storage.remove_tree(stage)
 
 
 def create_from_archive(db: Session, *, owner: User, name: str, archive: Path
                         ) -> tuple[Repository, str | None]:
-    """Create `owner/name` from an uploaded .zip or .tar.gz (size and count capped).
+    """Create `owner/name` from an uploaded .zip or .tar.gz (size and count capped; caller
+    commits).
 
     Returns the repository and the archive's single top folder when it was left out.
     """
     settings = get_settings()
-    repo = _new_repo(db, owner=owner, name=name, template=None, description="")
-    dest = storage.repo_dir(owner.username, name)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    stats = safe_extract(archive, dest, max_bytes=settings.max_repo_bytes,
-                         max_files=settings.max_repo_files,
-                         strip_single_root=lambda top: not configs_name_folder(top))
-    return repo, stats.stripped_root
+    _check_new_name(db, owner=owner, name=name)
+    stage = storage.staging_dir("repo-")
+    try:
+        # Extracted before the row is written, so no lock is held while it runs.
+        stats = safe_extract(archive, stage / "tree", max_bytes=settings.max_repo_bytes,
+                             max_files=settings.max_repo_files,
+                             strip_single_root=lambda top: not configs_name_folder(top))
+        repo = _new_repo(db, owner=owner, name=name, template=None, description="",
+                         files=stage / "tree")
+        return repo, stats.stripped_root
+    finally:
+        storage.remove_tree(stage)
+
+
+def commit_new_repo(db: Session, repo: Repository) -> None:
+    """Commit a created repository; if the commit fails its files go too (no half repo)."""
+    try:
+        db.commit()
+    except BaseException:
+        storage.remove_tree(storage.repo_dir(repo.owner.username, repo.name))
+        raise
 
 
 def configs_name_folder(folder: Path, *, max_configs: int = 50) -> bool:

@@ -11,15 +11,18 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
 from app import safe_files, storage
 from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.db import SessionDep, get_sessionmaker
+from app.errors import NotFound
 from app.evaluations.manager import stop_training_evaluation
 from app.inference.service import get_manager as get_predictors
-from app.models import Training, TrainingStatus
+from app.models import Training, TrainingStatus, User
 from app.models.training import finish
 from app.params import DB_INT_MAX, TrainingId
 from app.queue import send_run_training
@@ -117,14 +120,14 @@ async def delete_training(training_id: TrainingId, db: SessionDep, user: Current
     """Delete a training and its files; a running one is terminated first."""
     training = await run_in_threadpool(service.get_training, db, training_id, user=user)
     if not training.state.finished:
-        await run_in_threadpool(service.request_termination, db, training, user=user)
-        await run_in_threadpool(db.commit)
+        await run_in_threadpool(_terminate_and_commit, db, training, user)
         deadline = get_settings().terminate_grace_s + 10
         waited = 0.0
         while not training.state.finished and waited < deadline:
             await asyncio.sleep(0.2)
             waited += 0.2
-            await run_in_threadpool(db.refresh, training)
+            if not await run_in_threadpool(_reload, db, training):
+                raise NotFound(f"training {training_id} was deleted meanwhile")
         if not training.state.finished:
             await run_in_threadpool(finish, training, TrainingStatus.ABNORMAL,
                                     error="the worker did not confirm termination")
@@ -132,9 +135,32 @@ async def delete_training(training_id: TrainingId, db: SessionDep, user: Current
         require_write(training.repo, user)
     await stop_training_evaluation(training.id)
     await get_predictors().stop_training(training.id)
-    await run_in_threadpool(service.delete_training, db, training)
-    await run_in_threadpool(db.commit)
+    await run_in_threadpool(_delete_and_commit, db, training)
     return Response(status_code=204)
+
+
+def _reload(db: Session, training: Training) -> bool:
+    """Refresh the row; False if it is gone (deleted by a concurrent request)."""
+    try:
+        db.refresh(training)
+    except InvalidRequestError:
+        return False
+    return True
+
+
+def _terminate_and_commit(db: Session, training: Training, user: User) -> None:
+    training_id = training.id  # read before a failed refresh expires it
+    try:
+        service.request_termination(db, training, user=user)
+    except InvalidRequestError as exc:  # its row was deleted by a concurrent request
+        raise NotFound(f"training {training_id} was deleted meanwhile") from exc
+    db.commit()
+
+
+def _delete_and_commit(db: Session, training: Training) -> None:
+    # One thread from the first write to the commit: never hold SQLite's lock across an await.
+    service.delete_training(db, training)
+    db.commit()
 
 
 @router.get("/trainings/{training_id}/log", response_class=Response,

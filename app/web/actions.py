@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
@@ -14,7 +16,7 @@ from app.auth.service import find_token
 from app.config import get_settings
 from app.db import SessionDep
 from app.errors import AppError, Forbidden, TooManyRequests
-from app.models import User
+from app.models import Repository, User
 from app.repos import service as repos
 from app.uploads import discard_upload, form_file, form_text, save_upload
 from app.web.rendering import render
@@ -120,9 +122,7 @@ async def fork_sample(request: Request, db: SessionDep) -> Response:
         name, supplied = _text(form, "name"), form.get(CSRF_FORM_FIELD)
     try:
         check_form_csrf(request, supplied)
-        repo = await run_in_threadpool(repos.fork_template, db, owner=user, name=name,
-                                       template="resnet50")
-        await run_in_threadpool(db.commit)
+        repo = await run_in_threadpool(_fork, db, user, name)
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="fork", name=name, exc=exc)
     flash(request, f"Forked the ResNet50 sample into {repo.full_name}.")
@@ -145,9 +145,7 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
                                         max_bytes=get_settings().max_repo_bytes,
                                         field="archive")
         try:
-            repo, stripped = await run_in_threadpool(repos.create_from_archive, db, owner=user,
-                                                     name=name, archive=archive)
-            await run_in_threadpool(db.commit)
+            repo, stripped = await run_in_threadpool(_from_archive, db, user, name, archive)
         finally:
             await run_in_threadpool(discard_upload, archive)
     except AppError as exc:
@@ -156,3 +154,16 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
             "repository holds that folder's contents." if stripped else "")
     flash(request, f"Created {repo.full_name} from the archive.{note}")
     return RedirectResponse(f"/repos/{repo.full_name}", status_code=303)
+
+
+def _fork(db: Session, user: User, name: str) -> Repository:
+    repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
+    repos.commit_new_repo(db, repo)
+    return repo
+
+
+def _from_archive(db: Session, user: User, name: str,
+                  archive: Path) -> tuple[Repository, str | None]:
+    repo, stripped = repos.create_from_archive(db, owner=user, name=name, archive=archive)
+    repos.commit_new_repo(db, repo)
+    return repo, stripped
