@@ -79,22 +79,6 @@ def _start_redis(sup: Supervisor, data_dir: Path) -> str:
             time.sleep(0.05)
 
 
-def _redispatch_pending() -> int:
-    """Queue again every Pending training (an embedded Redis forgets its queue on restart)."""
-    from sqlalchemy import select
-
-    from app.db import get_sessionmaker
-    from app.models import Training, TrainingStatus
-    from app.queue import send_run_training
-
-    with get_sessionmaker()() as db:
-        rows = list(db.execute(select(Training.id, Training.queue)
-                               .where(Training.status == TrainingStatus.PENDING)))
-    for tid, queue in rows:
-        send_run_training(tid, queue=queue)
-    return len(rows)
-
-
 @app.command()
 def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
        port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
@@ -130,8 +114,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
         sup.start("worker", worker_argv([], concurrency=workers, name="trainyard@%h"),
                   log_file=logs / "worker.log")
         url = f"http://{host}:{port}"
-        wait_healthy(url, sup)
-        _redispatch_pending()
+        wait_healthy(url, sup)  # the reconciler sends what a restarted Redis forgot
         typer.echo(f"Trainyard is running at {url}")
         typer.echo(f"Admin token: {token}")
         typer.echo(f"Data: {data_dir}   Worker log: {logs / 'worker.log'}   Ctrl-C stops.")

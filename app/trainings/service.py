@@ -17,6 +17,7 @@ from app.models.base import utcnow
 from app.repos.service import can_read, read_file, require_write
 from app.trainings.config import TrainingConfig, parse_config_text, validate_config
 from app.trainings.schemas import TrainingPublic
+from app.workers.service import queue_note
 
 
 def load_config(repo: Repository, body: Any) -> TrainingConfig:
@@ -111,7 +112,8 @@ def create_training(db: Session, *, repo: Repository, user: User, body: Any) -> 
         repo_id=repo.id, created_by_id=user.id, job_name=cfg.job_name,
         job_description=cfg.job_description, config=cfg.to_json(), sdk=cfg.SDK,
         code_dir=cfg.code_dir, boot_file=cfg.boot_file, runtime=cfg.runtime.name,
-        flavor=cfg.flavor.name, queue=cfg.flavor.queue, status=TrainingStatus.PENDING)
+        flavor=cfg.flavor.name, queue=cfg.flavor.queue, status=TrainingStatus.PENDING,
+        dispatched_at=utcnow())  # sent right after the commit; see record_dispatch_failure
     db.add(training)
     try:
         db.flush()
@@ -193,4 +195,13 @@ def to_public(training: Training) -> TrainingPublic:
         started_at=training.started_at, finished_at=training.finished_at,
         duration_s=training.duration_s, error=training.error, exit_code=training.exit_code,
         runtime=training.runtime, flavor=training.flavor, worker=training.worker,
-        config=json.loads(json.dumps(training.config)))
+        config=json.loads(json.dumps(training.config)), queue_note=queue_note(training))
+
+
+def record_dispatch_failure(db: Session, training: Training, error: str) -> None:
+    """Put a committed training that could not be queued in the outbox, with the reason."""
+    db.execute(update(Training).where(Training.id == training.id,
+                                      Training.status == TrainingStatus.PENDING)
+               .values(dispatched_at=None, dispatch_error=error))
+    db.commit()
+    db.refresh(training)
