@@ -1,0 +1,156 @@
+"""The database is the truth and converges: lost workers, lost messages, creates during outages.
+
+Real processes in the production shape (tests/cluster.py): a redis-server we kill and restart,
+the API under uvicorn, `trainyard worker --name ...` processes whose whole tree we SIGKILL; on
+SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster import Cluster
+from tests.live import ADMIN_TOKEN
+from tests.repo_files import config, create_repo, submit
+
+LIMIT_S = 60  # the promise: a lost worker's trainings end within a minute
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Cluster]:
+    """Redis, the API and (per test) named workers on one database."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    platform = Cluster(tmp_path_factory.mktemp(f"cluster-{request.param}"), database_url=url)
+    try:
+        yield platform.start()
+    finally:
+        platform.stop()
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> Iterator[httpx.Client]:
+    """A fresh user; the test's workers are killed afterwards."""
+    admin = cluster.client(ADMIN_TOKEN)
+    r = admin.post("/api/v1/users", json={"username": f"u{uuid.uuid4().hex[:8]}"})
+    assert r.status_code == 201, r.text
+    yield cluster.client(r.json()["token"])
+    for name in list(cluster.workers):
+        cluster.kill_worker(name)
+
+
+def _name(role: str) -> str:
+    return f"{role}-{uuid.uuid4().hex[:6]}@test"
+
+
+def wait_for(client: httpx.Client, tid: int, statuses: set[str],
+             timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/api/v1/trainings/{tid}").json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"training {tid} stayed {body.get('status')}: {body}")
+
+
+def _stream_ends(client: httpx.Client, tid: int) -> str:
+    with client.stream("GET", f"/api/v1/trainings/{tid}/log/stream", timeout=30) as r:
+        event = ""
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif event == "end" and line.startswith("data:"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError("the log stream closed without an end event")
+
+
+def test_a_killed_worker_ends_its_training_abnormal_and_frees_the_repo(
+        cluster: Cluster, client: httpx.Client) -> None:
+    first, second = _name("doomed"), _name("kept")
+    cluster.start_worker(first)
+    cluster.start_worker(second)
+    r1, r2 = create_repo(client), create_repo(client)
+    t1 = submit(client, r1, config("lost-run", boot_file="sleep.py")).json()["id"]
+    owner = wait_for(client, t1, {"Running"})["worker"]
+    t2 = submit(client, r2, config("kept-run", boot_file="sleep.py")).json()["id"]
+    other = wait_for(client, t2, {"Running"})["worker"]
+    assert {owner, other} == {first, second}
+
+    killed_at = time.monotonic()
+    cluster.kill_worker(owner)
+    lost = wait_for(client, t1, {"Abnormal"}, timeout=LIMIT_S)
+    assert time.monotonic() - killed_at < LIMIT_S
+    assert owner in lost["error"] and "last at" in lost["error"], lost["error"]
+    assert _stream_ends(client, t1) == "Abnormal"
+    # The repository is free again, and the other worker's training was not touched.
+    assert submit(client, r1, config("after-loss")).status_code == 201
+    kept = client.get(f"/api/v1/trainings/{t2}").json()
+    assert (kept["status"], kept["worker"]) == ("Running", other)
+    workers = cluster.client(ADMIN_TOKEN).get("/api/v1/workers").json()["workers"]
+    by_name = {w["name"]: w for w in workers}
+    assert by_name[owner]["online"] is False and by_name[other]["online"] is True
+    assert by_name[other]["running"] == [t2]
+
+
+def test_terminate_on_a_dead_workers_training_ends_terminated(
+        cluster: Cluster, client: httpx.Client) -> None:
+    name = _name("gone")
+    cluster.start_worker(name)
+    repo = create_repo(client)
+    tid = submit(client, repo, config("orphan", boot_file="sleep.py")).json()["id"]
+    wait_for(client, tid, {"Running"})
+    cluster.kill_worker(name)
+    asked_at = time.monotonic()
+    r = client.post(f"/api/v1/trainings/{tid}/terminate")
+    assert (r.status_code, r.json()["status"]) == (202, "Terminating")
+    done = wait_for(client, tid, {"Terminated", "Abnormal"}, timeout=LIMIT_S)
+    assert time.monotonic() - asked_at < LIMIT_S
+    assert done["status"] == "Terminated" and name in done["error"], done
+
+
+def test_trainings_queued_when_redis_restarts_empty_all_run(
+        cluster: Cluster, client: httpx.Client) -> None:
+    repos = [create_repo(client) for _ in range(3)]
+    ids = [submit(client, repo, config(f"queued{i}")).json()["id"]
+           for i, repo in enumerate(repos)]
+    waiting = [client.get(f"/api/v1/trainings/{tid}").json()["waiting"] for tid in ids]
+    assert [w["position"] for w in waiting] == [1, 2, 3], waiting
+    assert all(w["online_workers"] == 0 and "no online worker" in w["note"] for w in waiting)
+
+    cluster.kill_redis()
+    cluster.start_redis()  # empty: the three messages are gone
+    cluster.start_worker(_name("fresh"))
+    for tid in ids:
+        assert wait_for(client, tid, {"Completed", "Failed", "Abnormal"})["status"] == \
+            "Completed"
+
+
+def test_a_create_while_redis_is_down_runs_once_it_is_back(
+        cluster: Cluster, client: httpx.Client) -> None:
+    cluster.start_worker(_name("patient"))
+    repo = create_repo(client)
+    cluster.kill_redis()
+    try:
+        started = time.monotonic()
+        r = submit(client, repo, config("during-outage"))
+        assert r.status_code == 201, r.text
+        assert time.monotonic() - started < 5
+        body = r.json()
+        assert body["status"] == "Pending"
+        assert "waiting for the queue" in body["queue_note"]
+        detail = client.get(f"/api/v1/trainings/{body['id']}").json()
+        assert "waiting for the queue" in detail["waiting"]["note"]
+        time.sleep(2)  # the reconciler tries, fails, and keeps it
+        assert client.get(f"/api/v1/trainings/{body['id']}").json()["status"] == "Pending"
+    finally:
+        cluster.start_redis()
+    done = wait_for(client, body["id"], {"Completed", "Failed", "Abnormal"}, timeout=180)
+    assert done["status"] == "Completed" and done["queue_note"] is None, done
