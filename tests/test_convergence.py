@@ -7,6 +7,10 @@ SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +20,7 @@ import httpx
 import pytest
 
 from tests.cluster import Cluster
-from tests.live import ADMIN_TOKEN
+from tests.live import ADMIN_TOKEN, ROOT
 from tests.repo_files import config, create_repo, submit
 
 LIMIT_S = 60  # the promise: a lost worker's trainings end within a minute
@@ -154,3 +158,59 @@ def test_a_create_while_redis_is_down_runs_once_it_is_back(
         cluster.start_redis()
     done = wait_for(client, body["id"], {"Completed", "Failed", "Abnormal"}, timeout=180)
     assert done["status"] == "Completed" and done["queue_note"] is None, done
+
+
+def _browser(cluster: Cluster, token: str) -> httpx.Client:
+    browser = httpx.Client(base_url=cluster.url, follow_redirects=False, timeout=30)
+    page = browser.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf, page.text
+    assert browser.post("/login", data={"token": token, "csrf_token": csrf[1]}) \
+        .status_code == 303
+    return browser
+
+
+def _cli(cluster: Cluster, token: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
+    env.update({"TRAINYARD_URL": cluster.url, "TRAINYARD_TOKEN": token, "COLUMNS": "250"})
+    done = subprocess.run([sys.executable, "-m", "app.cli.main", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout
+
+
+def test_workers_queues_and_a_waiting_trainings_place_are_visible(
+        cluster: Cluster, client: httpx.Client) -> None:
+    name = _name("busy")
+    cluster.start_worker(name)
+    busy_repo, queued_repo = create_repo(client), create_repo(client)
+    running = submit(client, busy_repo, config("occupies", boot_file="sleep.py")).json()["id"]
+    wait_for(client, running, {"Running"})
+    queued = submit(client, queued_repo, config("waits")).json()["id"]
+    token = str(client.headers["Authorization"]).split()[1]
+
+    waiting = client.get(f"/api/v1/trainings/{queued}").json()["waiting"]
+    assert waiting == {"queue": "trainings.cpu", "position": 1, "queue_depth": 1,
+                       "online_workers": 1, "note": None}
+    shown = _cli(cluster, token, "show", str(queued))
+    assert "trainings.cpu: position 1 of 1; 1 online worker(s) serve it" in shown
+
+    as_user = client.get("/api/v1/workers").json()
+    assert as_user["workers"] is None
+    assert as_user["instance_types"][0] | {"flavor": "-"} == {
+        "flavor": "-", "queue": "trainings.cpu", "queue_depth": 1, "pending": 1,
+        "online_workers": 1, "slots": 1, "busy_slots": 1}
+    admin = cluster.client(ADMIN_TOKEN).get("/api/v1/workers").json()
+    row = next(w for w in admin["workers"] if w["name"] == name)
+    assert row["online"] and row["running"] == [running] and row["slots"] == 1
+    assert row["queues"] == ["trainings.cpu"] and row["heartbeat_age_s"] < 8
+
+    listing = _cli(cluster, ADMIN_TOKEN, "workers")
+    assert name in listing and "online" in listing and str(running) in listing
+    assert name not in _cli(cluster, token, "workers")
+
+    page = _browser(cluster, ADMIN_TOKEN).get("/workers")
+    assert page.status_code == 200 and name in page.text and "online" in page.text
+    training_page = _browser(cluster, token).get(f"/trainings/{queued}")
+    assert "Position 1 of 1 in queue trainings.cpu" in training_page.text
+    client.post(f"/api/v1/trainings/{running}/terminate")
+    wait_for(client, running, {"Terminated"}, timeout=20)
