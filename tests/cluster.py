@@ -60,6 +60,7 @@ class Cluster:
 
     root: Path
     database_url: str | None
+    settings: dict[str, str] = field(default_factory=lambda: dict(FAST))
     env: dict[str, str] = field(default_factory=dict)
     redis_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -70,7 +71,7 @@ class Cluster:
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINYARD_")}
-        self.env.update(FAST)
+        self.env.update(self.settings)
         self.env.update({
             "TRAINYARD_DATA_DIR": str(self.root / "data"), "PYTHONUNBUFFERED": "1",
             "TRAINYARD_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
