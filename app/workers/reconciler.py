@@ -57,8 +57,13 @@ def _end(db: Session, training: Training, status: TrainingStatus, error: str,
     return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def end_trainings_of_lost_workers(db: Session, *, now: datetime) -> list[int]:
-    """Finish in-progress trainings whose worker's heartbeat is older than the bound."""
+def end_trainings_of_lost_workers(db: Session, *, now: datetime,
+                                  watching_since: datetime) -> list[int]:
+    """Finish in-progress trainings whose worker's heartbeat is older than the bound.
+
+    `watching_since` is when this process last started reaching the database: a worker gets
+    the whole bound from then, so a database outage (no one could beat) is not a mass loss.
+    """
     bound = timedelta(seconds=get_settings().worker_lost_after_s)
     rows = db.execute(select(Training, Worker)
                       .outerjoin(Worker, Worker.name == Training.worker)
@@ -68,7 +73,7 @@ def end_trainings_of_lost_workers(db: Session, *, now: datetime) -> list[int]:
         beats = [t for t in (worker.last_heartbeat_at if worker else None,
                              training.heartbeat_at) if t is not None]
         last = max(beats) if beats else None
-        if last is not None and now - last <= bound:
+        if now - max([*beats, watching_since]) <= bound:
             continue
         age = "" if last is None else f", {(now - last).total_seconds():.0f} s before this check"
         lost = (f"worker {training.worker} stopped sending heartbeats (last at {_when(last)}"
@@ -138,11 +143,11 @@ def forget_old_workers(db: Session, *, now: datetime) -> None:
     db.commit()
 
 
-def reconcile_once(db: Session) -> Report:
+def reconcile_once(db: Session, *, watching_since: datetime) -> Report:
     """One pass: end the trainings of lost workers, then send what no queue holds."""
     report = Report()
     now = utcnow()
-    report.ended = end_trainings_of_lost_workers(db, now=now)
+    report.ended = end_trainings_of_lost_workers(db, now=now, watching_since=watching_since)
     send_pending(db, now=now, report=report)
     forget_old_workers(db, now=now)
     if report.sent or report.ended:
@@ -159,15 +164,22 @@ class Reconciler:
         self.ttl_s = settings.lease_ttl_s
         self.periodic = Periodic("reconciler", settings.reconcile_every_s, self.tick)
         self.leading = False
+        self.watching_since: datetime | None = None
 
     def tick(self) -> Report | None:
         """Reconcile if this process holds the lease; None when another one does."""
         with get_sessionmaker()() as db:
-            self.leading = lease.try_acquire(db, name=LEASE_NAME, holder=self.holder,
-                                             ttl_s=self.ttl_s)
+            try:
+                self.leading = lease.try_acquire(db, name=LEASE_NAME, holder=self.holder,
+                                                 ttl_s=self.ttl_s)
+            except Exception:
+                self.watching_since = None  # the database is away: start watching anew
+                raise
+            if self.watching_since is None:
+                self.watching_since = utcnow()
             if not self.leading:
                 return None
-            return reconcile_once(db)
+            return reconcile_once(db, watching_since=self.watching_since)
 
     def start(self) -> Reconciler:
         """Run the loop in a daemon thread."""
