@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from tests.cluster import Cluster
@@ -214,3 +215,26 @@ def test_workers_queues_and_a_waiting_trainings_place_are_visible(
     assert "Position 1 of 1 in queue trainings.cpu" in training_page.text
     client.post(f"/api/v1/trainings/{running}/terminate")
     wait_for(client, running, {"Terminated"}, timeout=20)
+
+
+def test_when_only_the_workers_main_process_dies_the_orphaned_run_is_stopped(
+        cluster: Cluster, client: httpx.Client) -> None:
+    name = _name("headless")
+    wrapper = cluster.start_worker(name)
+    repo = create_repo(client)
+    tid = submit(client, repo, config("orphaned", boot_file="sleep.py")).json()["id"]
+    wait_for(client, tid, {"Running"})
+    while "sleeping" not in client.get(f"/api/v1/trainings/{tid}/log").text:
+        time.sleep(0.1)
+    tree = psutil.Process(wrapper.pid).children(recursive=True)
+    rows = cluster.client(ADMIN_TOKEN).get("/api/v1/workers").json()["workers"]
+    main = psutil.Process(next(w["pid"] for w in rows if w["name"] == name))  # it beats
+    assert main.pid in {p.pid for p in [psutil.Process(wrapper.pid), *tree]}
+    sleeper = next(p for p in tree if "sleep.py" in " ".join(p.cmdline()))
+    main.kill()  # the heartbeat dies; the pool child running the training does not
+    lost = wait_for(client, tid, {"Abnormal"}, timeout=LIMIT_S)
+    assert name in lost["error"]
+    # The reconciler's terminate message (or the job's status read) stops the orphaned run.
+    _gone, alive = psutil.wait_procs([sleeper], timeout=15)
+    assert alive == []
+    assert client.get(f"/api/v1/trainings/{tid}").json()["status"] == "Abnormal"
