@@ -153,6 +153,10 @@ def test_a_create_while_redis_is_down_runs_once_it_is_back(
         assert "waiting for the queue" in body["queue_note"]
         detail = client.get(f"/api/v1/trainings/{body['id']}").json()
         assert "waiting for the queue" in detail["waiting"]["note"]
+        token = str(client.headers["Authorization"]).split()[1]
+        assert "Waiting for the queue: Redis could not be reached" in \
+            _browser(cluster, token).get(f"/trainings/{body['id']}").text
+        assert "waiting for the queue" in _cli(cluster, token, "show", str(body["id"]))
         time.sleep(2)  # the reconciler tries, fails, and keeps it
         assert client.get(f"/api/v1/trainings/{body['id']}").json()["status"] == "Pending"
     finally:
