@@ -64,6 +64,16 @@ def queued_training_ids(queue: str) -> list[int]:
     return ids
 
 
+def server_run_id() -> str | None:
+    """The Redis server's run id (it changes when Redis restarts); None if unreachable."""
+    try:
+        info: dict[str, object] = redis_client().info("server")  # type: ignore[assignment]
+    except redis.RedisError:
+        return None
+    run_id = info.get("run_id")
+    return str(run_id) if run_id else None
+
+
 def queue_depths(queues: list[str]) -> dict[str, int | None]:
     """Messages waiting in each queue (None for all when Redis cannot be reached)."""
     try:

@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.live import ADMIN_TOKEN, ROOT
+from tests.pg import private_database
 from tests.repo_files import config, create_repo, submit
 
 LIMIT_S = 60  # the promise: a lost worker's trainings end within a minute
@@ -31,12 +33,15 @@ LIMIT_S = 60  # the promise: a lost worker's trainings end within a minute
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Cluster]:
     """Redis, the API and (per test) named workers on one database."""
-    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    platform = Cluster(tmp_path_factory.mktemp(f"cluster-{request.param}"), database_url=url)
-    try:
-        yield platform.start()
-    finally:
-        platform.stop()
+    with ExitStack() as stack:
+        # Its own database: another platform's reconciler must not see these trainings.
+        url = None if request.param == "sqlite" else stack.enter_context(private_database())
+        platform = Cluster(tmp_path_factory.mktemp(f"cluster-{request.param}"),
+                           database_url=url)
+        try:
+            yield platform.start()
+        finally:
+            platform.stop()
 
 
 @pytest.fixture

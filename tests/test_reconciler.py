@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from app.db import get_sessionmaker, reset_engine
 from app.migrate import upgrade_to_head
 from app.models import Repository, Training, TrainingStatus, User, Worker
 from app.models.base import utcnow
-from app.workers.reconciler import reconcile_once
+from app.workers.reconciler import Reconciler, reconcile_once
 from tests.live import free_port
+from tests.pg import private_database
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -37,15 +39,16 @@ def _configure(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
 def db(request: pytest.FixtureRequest, tmp_path: Path,
        monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
     """A session on a migrated database; this process configured for it and for Redis."""
-    url = (f"sqlite:///{tmp_path / 'r.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
-    upgrade_to_head(url)
-    _configure(monkeypatch, DATABASE_URL=url, REDIS_URL=REDIS_URL, DATA_DIR=str(tmp_path),
-               WORKER_LOST_AFTER_S="30", RESEND_AFTER_S="30")
-    with get_sessionmaker()() as session:
-        yield session
-    monkeypatch.undo()
-    _configure(monkeypatch)
+    with ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'r.db'}" if request.param == "sqlite"
+               else stack.enter_context(private_database()))
+        upgrade_to_head(url)
+        _configure(monkeypatch, DATABASE_URL=url, REDIS_URL=REDIS_URL,
+                   DATA_DIR=str(tmp_path), WORKER_LOST_AFTER_S="30", RESEND_AFTER_S="30")
+        with get_sessionmaker()() as session:
+            yield session
+        monkeypatch.undo()
+        _configure(monkeypatch)
 
 
 def _training(db: Session, *, status: TrainingStatus, worker: str | None = None,
@@ -141,3 +144,23 @@ def test_with_redis_down_the_outbox_keeps_the_training_and_says_why(
     db.refresh(row)
     assert row.status == TrainingStatus.PENDING and row.dispatched_at is None
     assert row.dispatch_error is not None and "Redis could not be reached" in row.dispatch_error
+
+
+def test_after_a_redis_restart_messages_are_looked_for_at_once(db: Session) -> None:
+    q = f"test-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        just_sent = _training(db, status=TrainingStatus.PENDING, queue_name=q,
+                              dispatched_at=_ago(2))
+        assert reconcile_once(db, watching_since=_ago(3600)).sent == []
+        report = reconcile_once(db, watching_since=_ago(3600), redis_restarted=True)
+        assert report.sent == [just_sent.id] and broker.queued_training_ids(q) == [just_sent.id]
+        # In the queue now: a restart noticed again sends nothing twice.
+        assert reconcile_once(db, watching_since=_ago(3600), redis_restarted=True).sent == []
+    finally:
+        client.delete(q)
+
+    reconciler = Reconciler()
+    reconciler.redis_run_id = "the run id before a restart"
+    assert reconciler._redis_restarted() is True
+    assert reconciler._redis_restarted() is False

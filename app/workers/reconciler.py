@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from app.broker import publish_terminate, queued_training_ids
+from app.broker import publish_terminate, queued_training_ids, server_run_id
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus, Worker
@@ -100,9 +100,14 @@ def _lost_messages(candidates: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return [(tid, queue) for tid, queue in candidates if tid not in waiting[queue]]
 
 
-def send_pending(db: Session, *, now: datetime, report: Report) -> None:
-    """Send the outbox (never sent) and again every Pending training whose message was lost."""
-    resend_after = timedelta(seconds=get_settings().resend_after_s)
+def send_pending(db: Session, *, now: datetime, report: Report,
+                 redis_restarted: bool = False) -> None:
+    """Send the outbox (never sent) and again every Pending training whose message was lost.
+
+    A message is looked for only once it had time to be taken (`resend_after_s`), except
+    right after Redis restarted, when every queued message may be gone.
+    """
+    resend_after = timedelta(seconds=0 if redis_restarted else get_settings().resend_after_s)
     rows = db.execute(select(Training.id, Training.queue, Training.dispatched_at)
                       .where(Training.status == TrainingStatus.PENDING)
                       .order_by(Training.id)).all()
@@ -143,12 +148,13 @@ def forget_old_workers(db: Session, *, now: datetime) -> None:
     db.commit()
 
 
-def reconcile_once(db: Session, *, watching_since: datetime) -> Report:
+def reconcile_once(db: Session, *, watching_since: datetime,
+                   redis_restarted: bool = False) -> Report:
     """One pass: end the trainings of lost workers, then send what no queue holds."""
     report = Report()
     now = utcnow()
     report.ended = end_trainings_of_lost_workers(db, now=now, watching_since=watching_since)
-    send_pending(db, now=now, report=report)
+    send_pending(db, now=now, report=report, redis_restarted=redis_restarted)
     forget_old_workers(db, now=now)
     if report.sent or report.ended:
         log.info("reconciler: ended %s, sent %s", report.ended, report.sent)
@@ -165,6 +171,7 @@ class Reconciler:
         self.periodic = Periodic("reconciler", settings.reconcile_every_s, self.tick)
         self.leading = False
         self.watching_since: datetime | None = None
+        self.redis_run_id: str | None = None
 
     def tick(self) -> Report | None:
         """Reconcile if this process holds the lease; None when another one does."""
@@ -179,7 +186,16 @@ class Reconciler:
                 self.watching_since = utcnow()
             if not self.leading:
                 return None
-            return reconcile_once(db, watching_since=self.watching_since)
+            return reconcile_once(db, watching_since=self.watching_since,
+                                  redis_restarted=self._redis_restarted())
+
+    def _redis_restarted(self) -> bool:
+        """True when Redis answers with another run id than at the last look."""
+        run_id = server_run_id()
+        restarted = None not in (run_id, self.redis_run_id) and run_id != self.redis_run_id
+        if run_id is not None:
+            self.redis_run_id = run_id
+        return restarted
 
     def start(self) -> Reconciler:
         """Run the loop in a daemon thread."""
