@@ -121,25 +121,30 @@ def send_pending(db: Session, *, now: datetime, report: Report,
                     len(stale))
         lost = []
     db.rollback()  # end the read transaction before sending (SQLite keeps no snapshot open)
-    for tid, queue in outbox + lost:
-        _send_one(db, tid, queue, report)
+    todo = outbox + lost
+    for i, (tid, queue) in enumerate(todo):
+        if not _send_one(db, tid, queue):
+            # Redis is down: the rest waits for the next pass rather than for more timeouts.
+            report.unsent.extend(t for t, _q in todo[i:])
+            break
+        report.sent.append(tid)
 
 
-def _send_one(db: Session, tid: int, queue: str, report: Report) -> None:
+def _send_one(db: Session, tid: int, queue: str) -> bool:
     try:
         send_run_training(tid, queue=queue)
     except Exception as exc:
-        report.unsent.append(tid)
         note = f"Redis could not be reached at {_when(utcnow())} ({exc})"
         db.execute(update(Training).where(Training.id == tid,
                                           Training.status == TrainingStatus.PENDING)
                    .values(dispatched_at=None, dispatch_error=note))
-    else:
-        report.sent.append(tid)
-        db.execute(update(Training).where(Training.id == tid,
-                                          Training.status == TrainingStatus.PENDING)
-                   .values(dispatched_at=utcnow(), dispatch_error=None))
+        db.commit()
+        return False
+    db.execute(update(Training).where(Training.id == tid,
+                                      Training.status == TrainingStatus.PENDING)
+               .values(dispatched_at=utcnow(), dispatch_error=None))
     db.commit()
+    return True
 
 
 def forget_old_workers(db: Session, *, now: datetime) -> None:
