@@ -1,4 +1,5 @@
-"""The production shape in miniature: a Redis we control, the API under uvicorn, named workers.
+"""The production shape in miniature: a Redis we control, the API under uvicorn (two
+processes, as in docker-compose.yml), named workers.
 
 Unlike `trainyard up`, nothing here restarts a dead child, so a test can kill Redis or a worker
 and watch the platform converge. The reconciler's intervals are shortened (settings), but it is
@@ -61,6 +62,7 @@ class Cluster:
     root: Path
     database_url: str | None
     settings: dict[str, str] = field(default_factory=lambda: dict(FAST))
+    api_workers: int = 2  # as in docker-compose.yml: every process runs a reconciler copy
     env: dict[str, str] = field(default_factory=dict)
     redis_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -82,6 +84,11 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def db_url(self) -> str:
+        """The SQLAlchemy URL of the cluster's database."""
+        return self.database_url or f"sqlite:///{self.root / 'data' / 'trainyard.db'}"
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.root / f"{name}.log").open("ab")
@@ -117,6 +124,7 @@ class Cluster:
         self.start_redis()
         self.api = self._spawn("api", [sys.executable, "-m", "uvicorn", "app.main:create_app",
                                        "--factory", "--port", str(self.api_port),
+                                       "--workers", str(self.api_workers),
                                        "--no-access-log"])
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

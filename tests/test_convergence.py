@@ -15,11 +15,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+from sqlalchemy import Engine, create_engine, text
 
 from tests.cluster import Cluster
 from tests.live import ADMIN_TOKEN, ROOT
@@ -247,3 +249,40 @@ def test_when_only_the_workers_main_process_dies_the_orphaned_run_is_stopped(
     _gone, alive = psutil.wait_procs([sleeper], timeout=15)
     assert alive == []
     assert client.get(f"/api/v1/trainings/{tid}").json()["status"] == "Abnormal"
+
+
+def _lease(engine: Engine) -> tuple[str, datetime]:
+    with engine.connect() as conn:
+        holder, expires = conn.execute(text(
+            "SELECT holder, expires_at FROM leases WHERE name = 'reconciler'")).one()
+    return str(holder), expires if isinstance(expires, datetime) else \
+        datetime.fromisoformat(str(expires))
+
+
+def test_one_reconciler_leads_and_another_takes_over_when_it_dies(
+        cluster: Cluster, client: httpx.Client) -> None:
+    cluster.start_worker(_name("voter"))
+    assert cluster.api is not None
+    engine = create_engine(cluster.db_url)
+    try:
+        seen = []
+        for _ in range(10):  # two API processes and a worker compete: one holder, renewing
+            seen.append(_lease(engine))
+            time.sleep(0.5)
+        assert len({holder for holder, _ in seen}) == 1, seen
+        assert seen[-1][1] > seen[0][1]
+        holder = seen[-1][0]
+        pid = int(holder.split(":")[1])
+        api_tree = psutil.Process(cluster.api.pid).children(recursive=True)
+        workers = [p for w in cluster.workers.values()
+                   for p in psutil.Process(w.pid).children(recursive=True)]
+        assert pid in {p.pid for p in api_tree + workers}
+        psutil.Process(pid).kill()  # no clean hand-over: the lease must expire
+        killed_at = time.monotonic()
+        while _lease(engine)[0] == holder:
+            assert time.monotonic() - killed_at < 15, "nobody took the lease over"
+            time.sleep(0.2)
+        new_pid = int(_lease(engine)[0].split(":")[1])
+        assert new_pid != pid and psutil.pid_exists(new_pid)
+    finally:
+        engine.dispose()

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
@@ -61,9 +62,15 @@ def dispatch(db: Session, training: Training) -> None:
     except Exception as exc:  # the broker being down must not fail the request: it is committed
         log.warning("could not queue training %s (%s); the reconciler sends it later",
                     training.id, exc)
-        service.record_dispatch_failure(
-            db, training, f"Redis could not be reached at {utcnow():%Y-%m-%d %H:%M:%S} UTC "
-            f"({exc})")
+        try:
+            service.record_dispatch_failure(
+                db, training, f"Redis could not be reached at {utcnow():%Y-%m-%d %H:%M:%S} "
+                f"UTC ({exc})")
+            db.commit()
+            db.refresh(training)
+        except SQLAlchemyError:  # unrecorded, it is still re-sent: it is in no queue
+            db.rollback()
+            log.exception("could not record that training %s waits for the queue", training.id)
 
 
 @router.post("/repos/{owner}/{name}/trainings", status_code=201, response_model=TrainingPublic,

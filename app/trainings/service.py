@@ -203,5 +203,3 @@ def record_dispatch_failure(db: Session, training: Training, error: str) -> None
     db.execute(update(Training).where(Training.id == training.id,
                                       Training.status == TrainingStatus.PENDING)
                .values(dispatched_at=None, dispatch_error=error))
-    db.commit()
-    db.refresh(training)
