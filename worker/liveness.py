@@ -31,7 +31,10 @@ def identity_of(consumer: Any) -> registry.WorkerIdentity:
 def start(consumer: Any) -> None:
     """Register the worker, then beat and run the reconciler until `stop`."""
     me = identity_of(consumer)
-    registry.register(me)
+    try:
+        registry.register(me)
+    except Exception:  # the database is away: the first heartbeat that gets through registers
+        log.exception("could not register worker %s yet", me.name)
     _identity.append(me)
     settings = get_settings()
     _running.append(Periodic("heartbeat", settings.heartbeat_s, lambda: registry.beat(me))
