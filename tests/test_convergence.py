@@ -286,3 +286,21 @@ def test_one_reconciler_leads_and_another_takes_over_when_it_dies(
         assert new_pid != pid and psutil.pid_exists(new_pid)
     finally:
         engine.dispose()
+
+
+def test_a_running_training_outlives_a_redis_restart_and_still_terminates(
+        cluster: Cluster, client: httpx.Client) -> None:
+    cluster.start_worker(_name("steady"))
+    tid = submit(client, create_repo(client), config("steady", boot_file="sleep.py")
+                 ).json()["id"]
+    wait_for(client, tid, {"Running"})
+    cluster.kill_redis()
+    cluster.start_redis()
+    time.sleep(3)
+    assert client.get(f"/api/v1/trainings/{tid}").json()["status"] == "Running"
+    asked_at = time.monotonic()
+    assert client.post(f"/api/v1/trainings/{tid}/terminate").status_code == 202
+    # The subscription broke with Redis: the job's status read (every 10 s) takes over.
+    done = wait_for(client, tid, {"Terminated", "Abnormal", "Failed"}, timeout=30)
+    assert done["status"] == "Terminated", done
+    assert time.monotonic() - asked_at < 15
