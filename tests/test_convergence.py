@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+import redis
 from sqlalchemy import Engine, create_engine, text
 
 from tests.cluster import Cluster
@@ -52,9 +53,16 @@ def client(cluster: Cluster) -> Iterator[httpx.Client]:
     admin = cluster.client(ADMIN_TOKEN)
     r = admin.post("/api/v1/users", json={"username": f"u{uuid.uuid4().hex[:8]}"})
     assert r.status_code == 201, r.text
-    yield cluster.client(r.json()["token"])
+    user = cluster.client(r.json()["token"])
+    yield user
     for name in list(cluster.workers):
         cluster.kill_worker(name)
+    # Leave nothing queued for the next test: end what is unfinished, empty the queue.
+    for repo in user.get("/api/v1/repos").json():
+        for t in user.get(f"/api/v1/repos/{repo['full_name']}/trainings").json():
+            if not t["finished"]:
+                user.post(f"/api/v1/trainings/{t['id']}/terminate")
+    redis.Redis(port=cluster.redis_port).delete("trainings.cpu")
 
 
 def _name(role: str) -> str:

@@ -19,7 +19,9 @@ from app.db import get_sessionmaker, reset_engine
 from app.migrate import upgrade_to_head
 from app.models import Repository, Training, TrainingStatus, User, Worker
 from app.models.base import utcnow
+from app.queue import send_run_training
 from app.workers.reconciler import Reconciler, reconcile_once
+from app.workers.service import waiting
 from tests.live import free_port
 from tests.pg import private_database
 
@@ -166,3 +168,22 @@ def test_after_a_redis_restart_messages_are_looked_for_at_once(db: Session) -> N
     reconciler.redis_run_id = "the run id before a restart"
     assert reconciler._redis_restarted() is True
     assert reconciler._redis_restarted() is False
+
+
+def test_a_waiting_trainings_place_counts_only_pending_ones_ahead(db: Session) -> None:
+    q = f"test-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        gone = _training(db, status=TrainingStatus.PENDING, queue_name=q)
+        ahead = _training(db, status=TrainingStatus.PENDING, queue_name=q)
+        mine = _training(db, status=TrainingStatus.PENDING, queue_name=q)
+        for row in (gone, ahead, ahead, mine):  # a duplicate message of `ahead` too
+            send_run_training(row.id, queue=q)
+        gone.status = TrainingStatus.TERMINATED  # terminated while queued
+        db.commit()
+        place = waiting(db, mine)
+        assert place is not None
+        assert (place.position, place.queue_depth, place.online_workers) == (2, 2, 0)
+        assert place.note is not None and "no online worker" in place.note
+    finally:
+        client.delete(q)

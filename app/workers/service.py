@@ -83,13 +83,21 @@ def queue_note(training: Training) -> str | None:
     return None
 
 
+def _waiting_ids(db: Session, queued: list[int]) -> list[int]:
+    # Messages of trainings that are no longer Pending (terminated while queued, duplicates
+    # of a claimed one) are skipped by workers: they do not count as places ahead.
+    pending = set(db.scalars(select(Training.id).where(
+        Training.id.in_(queued), Training.status == TrainingStatus.PENDING)))
+    return list(dict.fromkeys(tid for tid in queued if tid in pending))
+
+
 def waiting(db: Session, training: Training) -> QueueWaiting | None:
     """Where a Pending training stands: queue position, depth, and the workers serving it."""
     if training.state is not TrainingStatus.PENDING:
         return None
     position = depth = None
     try:
-        ids = queued_training_ids(training.queue)
+        ids = _waiting_ids(db, queued_training_ids(training.queue))
         depth = len(ids)
         position = ids.index(training.id) + 1 if training.id in ids else None
     except redis.RedisError:
