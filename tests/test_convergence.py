@@ -202,6 +202,12 @@ def test_workers_queues_and_a_waiting_trainings_place_are_visible(
         cluster: Cluster, client: httpx.Client) -> None:
     name = _name("busy")
     cluster.start_worker(name)
+    admin_client = cluster.client(ADMIN_TOKEN)
+    deadline = time.monotonic() + 30
+    while {w["name"] for w in admin_client.get("/api/v1/workers").json()["workers"]
+           if w["online"]} != {name}:  # workers killed by earlier tests are seen lost first
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
     busy_repo, queued_repo = create_repo(client), create_repo(client)
     running = submit(client, busy_repo, config("occupies", boot_file="sleep.py")).json()["id"]
     wait_for(client, running, {"Running"})
