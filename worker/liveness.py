@@ -39,7 +39,8 @@ def start(consumer: Any) -> None:
     settings = get_settings()
     _running.append(Periodic("heartbeat", settings.heartbeat_s, lambda: registry.beat(me))
                     .start())
-    _running.append(Reconciler().start())
+    if settings.run_reconciler:
+        _running.append(Reconciler().start())
     log.info("worker %s serves %s with %d slots", me.name, ",".join(me.queues), me.slots)
 
 
