@@ -35,6 +35,28 @@ class Settings(BaseSettings):
     terminate_grace_s: float = Field(default=5.0, description="SIGTERM to SIGKILL delay.")
     error_tail_lines: int = 40
 
+    heartbeat_s: float = Field(default=5.0, gt=0, description="How often a worker writes its "
+                               "heartbeat row.")
+    worker_lost_after_s: float = Field(default=30.0, gt=0, description="A worker whose "
+                                       "heartbeat is older than this is lost: its trainings "
+                                       "end Abnormal.")
+    reconcile_every_s: float = Field(default=5.0, gt=0, description="Period of the reconciler "
+                                     "loop (one active copy across all processes).")
+    lease_ttl_s: float = Field(default=20.0, gt=0, description="The reconciler's lease lasts "
+                               "this long unless renewed; another process takes over after it.")
+    resend_after_s: float = Field(default=30.0, gt=0, description="A Pending training whose "
+                                  "message is in no queue this long after it was sent is sent "
+                                  "again.")
+    stop_poll_s: float = Field(default=10.0, gt=0, description="A running training re-reads "
+                               "its status this often (terminate arrives by pub/sub first).")
+    control_pubsub: bool = Field(default=True, description="Deliver terminate requests to "
+                                 "workers over Redis pub/sub (off: database polling only).")
+    run_reconciler: bool = Field(default=True, description="Run a copy of the reconciler in "
+                                 "this API or worker process (one copy is active at a time).")
+    broker_timeout_s: float = Field(default=2.0, gt=0, description="Connect/read timeout of "
+                                    "the API's sends to Redis, so an outage never blocks a "
+                                    "request for long.")
+
     max_repo_bytes: int = 200 * 1024 * 1024
     max_repo_files: int = 5000
     max_dataset_bytes: int = 2 * 1024 * 1024 * 1024

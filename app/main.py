@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import text
 
 from app import __doc__ as description
 from app.auth.router import router as auth_router
+from app.config import get_settings
 from app.datasets.router import router as datasets_router
 from app.db import get_engine
 from app.errors import install_error_handlers
@@ -26,14 +28,30 @@ from app.procs import sandbox
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
 from app.web import install_web
+from app.workers.reconciler import Reconciler
+from app.workers.router import router as workers_router
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 
 
 @asynccontextmanager
+async def reconciler_lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """This API process's copy of the reconciler (a lease makes one copy active)."""
+    settings = get_settings()
+    if not (settings.run_reconciler and settings.redis_url):
+        yield
+        return
+    reconciler = Reconciler().start()
+    try:
+        yield
+    finally:
+        await run_in_threadpool(reconciler.stop)
+
+
+@asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Child processes of the API (predictors, Aim UIs) start and stop with it."""
-    async with predictors_lifespan(app), evaluations_lifespan(app):
+    """Child processes of the API (predictors, Aim UIs) and the reconciler live with it."""
+    async with predictors_lifespan(app), evaluations_lifespan(app), reconciler_lifespan(app):
         yield
 
 
@@ -52,7 +70,7 @@ def create_app() -> FastAPI:
         return {"status": "ok", "sandbox": state.label, "sandbox_reason": state.reason}
 
     routers = (auth_router, repos_router, trainings_router, datasets_router, inference_router,
-               evaluations_router, aim_proxy_router)
+               evaluations_router, aim_proxy_router, workers_router)
     for router in routers:
         app.include_router(router)
     install_web(app)  # dashboard pages, /static, browser sessions

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 
 from celery import Celery
 
+from app.broker import task_id_for
 from app.config import Settings, get_settings
 
 RUN_TRAINING = "trainyard.run_training"
@@ -41,5 +43,14 @@ def get_celery() -> Celery:
 
 
 def send_run_training(training_id: int, *, queue: str) -> None:
-    """Queue a training (call only after the transaction that created it committed)."""
-    get_celery().send_task(RUN_TRAINING, args=[training_id], queue=queue)
+    """Queue a training (only after its transaction committed); raises if Redis is down.
+
+    One attempt on a fresh connection with short timeouts: a request must not hang on an
+    outage, and a training that could not be sent stays in the outbox for the reconciler.
+    """
+    celery = get_celery()
+    timeout = get_settings().broker_timeout_s
+    options = {"max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout}
+    with celery.connection_for_write(transport_options=options, connect_timeout=timeout) as conn:
+        celery.send_task(RUN_TRAINING, args=[training_id], queue=queue, retry=False,
+                         connection=conn, task_id=task_id_for(training_id, uuid.uuid4().hex[:12]))

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from app.db import reset_engine
 from app.queue import get_celery
@@ -25,6 +30,21 @@ def _mark_lost(sender: Any, **_: Any) -> None:
 
     mark_lost_trainings(str(sender.hostname))
     reset_engine()
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_liveness(sender: Any, **_: Any) -> None:
+    # After _mark_lost: the heartbeat and the reconciler threads live in the main process.
+    from worker import liveness
+
+    liveness.start(sender)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_liveness(**_: Any) -> None:
+    from worker import liveness
+
+    liveness.stop()
 
 
 @worker_shutting_down.connect  # type: ignore[untyped-decorator]

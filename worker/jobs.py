@@ -7,11 +7,11 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path, PurePosixPath
 
 import psutil
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import safe_files, storage
@@ -24,13 +24,10 @@ from app.procs import envs, sandbox
 from app.procs.environ import build_env
 from app.trainings.config_rules import parse_input_url
 from app.trainings.runtimes import get_flavor, get_runtime, sandbox_limits, sandbox_network
-from worker import runner
+from worker import control, runner
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S = 5.0
-STATUS_EVERY_S = 0.5
-STALE_AFTER = timedelta(seconds=60)
 REQUIREMENTS_FILE = "pip-requirements.txt"
 
 
@@ -49,28 +46,19 @@ def _session() -> Session:
 
 
 def claim(training_id: int, *, worker_name: str) -> bool:
-    """Move the training from Pending to Creating for this worker; False if someone else has it."""
+    """Move the training from Pending to Creating for this worker; False if someone else has it.
+
+    A duplicate message (the reconciler sends again what it cannot find in a queue) finds the
+    training claimed and does nothing; lost workers are the reconciler's business.
+    """
     with _session() as db:
         claimed = db.execute(
             update(Training).where(Training.id == training_id,
                                    Training.status == TrainingStatus.PENDING)
-            .values(status=TrainingStatus.CREATING, worker=worker_name, heartbeat_at=utcnow()))
+            .values(status=TrainingStatus.CREATING, worker=worker_name, heartbeat_at=utcnow(),
+                    dispatch_error=None))
         db.commit()
-        if claimed.rowcount == 1:  # type: ignore[attr-defined]
-            return True
-        _mark_lost_if_stale(db, training_id)
-    return False
-
-
-def _mark_lost_if_stale(db: Session, training_id: int) -> None:
-    # A redelivered task whose training shows no heartbeat lost its worker mid-run.
-    training = db.get(Training, training_id)
-    if training is None or training.state.finished or training.state is TrainingStatus.PENDING:
-        return
-    beat = training.heartbeat_at
-    if beat is None or utcnow() - beat > STALE_AFTER:
-        finish(training, TrainingStatus.ABNORMAL, error=f"worker {training.worker} was lost")
-        db.commit()
+        return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _mark_in_progress_abnormal(worker_name: str, error: str) -> int:
@@ -181,27 +169,33 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
 
 
 class StopCheck:
-    """Polled by the runner: stop when the user asked for it or the row is gone; heartbeats."""
+    """Polled by the runner: stop on a terminate message, or when a slow status read says so.
+
+    The terminate request arrives over Redis pub/sub within a poll; reading the row every
+    `stop_poll_s` is the fallback (Redis down, message missed), and it also stops a run the
+    reconciler already ended (its worker was thought lost) or whose row was deleted.
+    """
 
     def __init__(self, training_id: int) -> None:
         self.training_id = training_id
-        self.next_beat = 0.0
-        self.next_check = 0.0
+        self.next_check = 0.0  # the first call reads the row: a request sent before we listened
+        self.listener = control.Listener(training_id)
 
     def __call__(self) -> bool:
+        if self.listener.told_to_stop():
+            return True
         if time.monotonic() < self.next_check:
             return False
-        self.next_check = time.monotonic() + STATUS_EVERY_S
-        with _session() as db:
-            status = db.scalar(select(Training.status).where(Training.id == self.training_id))
-            if status is None:
-                return True
-            if time.monotonic() >= self.next_beat:
-                self.next_beat = time.monotonic() + HEARTBEAT_S
-                db.execute(update(Training).where(Training.id == self.training_id)
-                           .values(heartbeat_at=utcnow()))
-                db.commit()
-            return bool(status == TrainingStatus.TERMINATING)
+        self.next_check = time.monotonic() + get_settings().stop_poll_s
+        self.listener.reconnect()
+        try:
+            with _session() as db:
+                status = db.scalar(select(Training.status)
+                                   .where(Training.id == self.training_id))
+        except OperationalError:  # the database is away for a moment: keep running
+            log.warning("could not read the status of training %s", self.training_id)
+            return False
+        return status != TrainingStatus.RUNNING
 
 
 def _set_running(training_id: int, python: str) -> bool:
@@ -209,7 +203,7 @@ def _set_running(training_id: int, python: str) -> bool:
         done = db.execute(update(Training).where(Training.id == training_id,
                                                  Training.status == TrainingStatus.CREATING)
                           .values(status=TrainingStatus.RUNNING, started_at=utcnow(),
-                                  python=python, heartbeat_at=utcnow()))
+                                  python=python))
         db.commit()
         return bool(done.rowcount == 1)  # type: ignore[attr-defined]
 

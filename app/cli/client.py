@@ -28,6 +28,7 @@ from app.cli.client_registry import datasets, models
 from app.cli.client_repos import repos
 from app.cli.client_tokens import tokens
 from app.cli.client_trainings import register_trainings
+from app.cli.client_workers import workers
 
 
 def login(url: Annotated[str, typer.Option(envvar="TRAINYARD_URL", show_envvar=True,
@@ -102,6 +103,7 @@ def register(app: typer.Typer) -> None:
     app.command(rich_help_panel="Client")(whoami)
     register_trainings(app, panel="Client")
     register_ml(app, panel="Client")
+    app.command(rich_help_panel="Client")(workers)
     app.add_typer(repos, name="repos", rich_help_panel="Client")
     app.add_typer(datasets, name="datasets", rich_help_panel="Client")
     app.add_typer(models, name="models", rich_help_panel="Client")

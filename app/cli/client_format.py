@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from rich.text import Text
 
@@ -41,3 +42,11 @@ def size(n: int | None) -> str:
 def status(value: str) -> Text:
     """A training status in its colour."""
     return Text(value, style=STATUS_STYLES.get(value, ""))
+
+
+def waiting(info: dict[str, Any]) -> str:
+    """Where a Pending training waits: its queue position and the workers serving it."""
+    where = (f"position {info['position']} of {info['queue_depth']}"
+             if info.get("position") else "not in the queue yet")
+    line = f"{info['queue']}: {where}; {info['online_workers']} online worker(s) serve it"
+    return f"{line}\n{info['note']}" if info.get("note") else line

@@ -177,6 +177,8 @@ def show(training_id: IdArg, as_json: JsonFlag = False,
         ("Created by", t.get("created_by") or "-"),
     ]:
         grid.add_row(label, value)
+    if t.get("waiting"):
+        grid.add_row("Queue", fmt.waiting(t["waiting"]))
     out.print(grid)
     if t.get("error"):
         out.print("\n[bold red]Error[/]")

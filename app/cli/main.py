@@ -94,30 +94,8 @@ def _wait_redis(port: int, password: str, sup: Supervisor | None = None,
 
 
 def _after_redis_restart(port: int, password: str) -> None:
+    # The reconciler notices the new Redis (its run id) and sends what it forgot.
     _wait_redis(port, password)
-    count = _redispatch_pending()
-    typer.echo(f"trainyard: queued {count} pending training(s) again", err=True)
-
-
-def _after_api_restart() -> None:
-    # A create the API committed but had no time to queue before it died runs all the same.
-    _redispatch_pending()
-
-
-def _redispatch_pending() -> int:
-    """Queue again every Pending training (an embedded Redis forgets its queue on restart)."""
-    from sqlalchemy import select
-
-    from app.db import get_sessionmaker
-    from app.models import Training, TrainingStatus
-    from app.queue import send_run_training
-
-    with get_sessionmaker()() as db:
-        rows = list(db.execute(select(Training.id, Training.queue)
-                               .where(Training.status == TrainingStatus.PENDING)))
-    for tid, queue in rows:
-        send_run_training(tid, queue=queue)
-    return len(rows)
 
 
 def _check_sandbox() -> str:
@@ -177,13 +155,12 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
         sup.start("api", [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
                           "--host", host, "--port", str(port), "--no-access-log",
                           "--timeout-graceful-shutdown", "5"],
-                  stop_grace_s=10, after_restart=_after_api_restart)
+                  stop_grace_s=10)
         sup.start("worker", worker_argv([], concurrency=workers, name="trainyard@%h"),
                   log_file=logs / "worker.log", without=API_ONLY_SECRETS,
                   stop_grace_s=WORKER_STOP_GRACE_S)
         url = f"http://{host}:{port}"
-        wait_healthy(url, sup)
-        _redispatch_pending()
+        wait_healthy(url, sup)  # the reconciler sends what a restarted Redis forgot
         typer.echo(f"Trainyard is running at {url}")
         typer.echo(f"Admin token: {token}")
         typer.echo(f"Data: {data_dir}   Worker log: {logs / 'worker.log'}   Ctrl-C stops.")

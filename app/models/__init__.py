@@ -11,7 +11,8 @@ from app.models.registry import Dataset, Model
 from app.models.repo import Repository
 from app.models.training import UNFINISHED, Training, TrainingStatus
 from app.models.user import ApiToken, User, WebSession
+from app.models.worker import Lease, Worker
 
 __all__ = ["EVALUATION_ACTIVE", "EVALUATION_FINISHED", "UNFINISHED", "ApiToken", "Base", "Dataset",
-           "Evaluation", "EvaluationStatus", "Model", "Repository", "Training", "TrainingStatus",
-           "User", "WebSession"]
+           "Evaluation", "EvaluationStatus", "Lease", "Model", "Repository", "Training",
+           "TrainingStatus", "User", "WebSession", "Worker"]

@@ -11,18 +11,20 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
-from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.exc import InvalidRequestError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
 from app import safe_files, storage
 from app.auth.deps import CurrentUser
+from app.broker import publish_terminate
 from app.config import get_settings
 from app.db import SessionDep, get_sessionmaker
 from app.errors import NotFound
 from app.evaluations.manager import stop_training_evaluation
 from app.inference.service import get_manager as get_predictors
 from app.models import Training, TrainingStatus, User
+from app.models.base import utcnow
 from app.models.training import finish
 from app.params import DB_INT_MAX, TrainingId
 from app.queue import send_run_training
@@ -34,6 +36,7 @@ from app.trainings.logs import SharedStatus, read_range, stream_events
 from app.trainings.runtimes import list_flavors, list_runtimes
 from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
 from app.uploads import read_body
+from app.workers import service as workers
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trainings"])
@@ -58,12 +61,22 @@ def runtimes() -> dict[str, Any]:
     return {"runtimes": list_runtimes(), "flavors": list_flavors()}
 
 
-def dispatch(training: Training) -> None:
-    """Queue a committed training; it stays Pending for the sweeper if the broker is down."""
+def dispatch(db: Session, training: Training) -> None:
+    """Queue a committed training; if the broker is down it waits in the outbox, with a note."""
     try:
         send_run_training(training.id, queue=training.queue)
-    except Exception:  # the broker being down must not fail the request: it is committed
-        log.exception("could not queue training %s; it stays Pending", training.id)
+    except Exception as exc:  # the broker being down must not fail the request: it is committed
+        log.warning("could not queue training %s (%s); the reconciler sends it later",
+                    training.id, exc)
+        try:
+            service.record_dispatch_failure(
+                db, training, f"Redis could not be reached at {utcnow():%Y-%m-%d %H:%M:%S} "
+                f"UTC ({exc})")
+            db.commit()
+            db.refresh(training)
+        except SQLAlchemyError:  # unrecorded, it is still re-sent: it is in no queue
+            db.rollback()
+            log.exception("could not record that training %s waits for the queue", training.id)
 
 
 @router.post("/repos/{owner}/{name}/trainings", status_code=201, response_model=TrainingPublic,
@@ -88,7 +101,7 @@ async def create_training(owner: str, name: str, request: Request, db: SessionDe
         return training
 
     training = await run_in_threadpool(create)
-    dispatch(training)
+    await run_in_threadpool(dispatch, db, training)
     return service.to_public(training)
 
 
@@ -102,8 +115,11 @@ def list_trainings(owner: str, name: str, db: SessionDep,
 
 @router.get("/trainings/{training_id}", response_model=TrainingPublic)
 def get_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> TrainingPublic:
-    """A training's status, timestamps, duration, config and error."""
-    return service.to_public(service.get_training(db, training_id, user=user))
+    """A training's status, timestamps, duration, config and error; where it waits if Pending."""
+    training = service.get_training(db, training_id, user=user)
+    public = service.to_public(training)
+    public.waiting = workers.waiting(db, training)
+    return public
 
 
 @router.post("/trainings/{training_id}/terminate", status_code=202, response_model=Accepted)
@@ -112,6 +128,8 @@ def terminate_training(training_id: TrainingId, db: SessionDep, user: CurrentUse
     training = service.get_training(db, training_id, user=user)
     service.request_termination(db, training, user=user)
     db.commit()
+    if training.state is TrainingStatus.TERMINATING:
+        publish_terminate(training.id)
     return Accepted(id=training.id, status=training.status)
 
 
@@ -121,6 +139,8 @@ async def delete_training(training_id: TrainingId, db: SessionDep, user: Current
     training = await run_in_threadpool(service.get_training, db, training_id, user=user)
     if not training.state.finished:
         await run_in_threadpool(_terminate_and_commit, db, training, user)
+        if training.state is TrainingStatus.TERMINATING:
+            await run_in_threadpool(publish_terminate, training.id)
         deadline = get_settings().terminate_grace_s + 10
         waited = 0.0
         while not training.state.finished and waited < deadline:

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.workers.schemas import QueueWaiting
+
 
 class TrainingPublic(BaseModel):
     id: int
@@ -26,6 +28,8 @@ class TrainingPublic(BaseModel):
     worker: str | None
     config: dict[str, Any]
     created_by: str | None = None
+    queue_note: str | None = None
+    waiting: QueueWaiting | None = None
 
 
 class OutputFile(BaseModel):

@@ -23,6 +23,7 @@ from app.trainings.config import (
 )
 from app.trainings.config_rules import parse_input_url
 from app.trainings.schemas import TrainingPublic
+from app.workers.service import queue_note
 
 _OTHER_NAME = ("give this one another job_name (in the config, or \"job_name\" next to "
                "\"config_path\"; `trainyard submit --name NAME`)")
@@ -161,7 +162,8 @@ def create_training(db: Session, *, repo: Repository, user: User, body: Any) -> 
         repo_id=repo.id, created_by_id=user.id, job_name=cfg.job_name,
         job_description=cfg.job_description, config=cfg.to_json(), sdk=cfg.SDK,
         code_dir=cfg.code_dir, boot_file=cfg.boot_file, runtime=cfg.runtime.name,
-        flavor=cfg.flavor.name, queue=cfg.flavor.queue, status=TrainingStatus.PENDING)
+        flavor=cfg.flavor.name, queue=cfg.flavor.queue, status=TrainingStatus.PENDING,
+        dispatched_at=utcnow())  # sent right after the commit; see record_dispatch_failure
     db.add(training)
     try:
         db.flush()
@@ -232,5 +234,12 @@ def to_public(training: Training) -> TrainingPublic:
         started_at=training.started_at, finished_at=training.finished_at,
         duration_s=training.duration_s, error=training.error, exit_code=training.exit_code,
         runtime=training.runtime, flavor=training.flavor, worker=training.worker,
-        config=json.loads(json.dumps(training.config)),
+        config=json.loads(json.dumps(training.config)), queue_note=queue_note(training),
         created_by=training.created_by.username if training.created_by else None)
+
+
+def record_dispatch_failure(db: Session, training: Training, error: str) -> None:
+    """Put a committed training that could not be queued in the outbox, with the reason."""
+    db.execute(update(Training).where(Training.id == training.id,
+                                      Training.status == TrainingStatus.PENDING)
+               .values(dispatched_at=None, dispatch_error=error))

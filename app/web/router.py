@@ -24,6 +24,7 @@ from app.trainings import service as trainings
 from app.web.rendering import render
 from app.web.session import session_user
 from app.web.views import config_files, creation_block, form_defaults
+from app.workers import service as workers
 
 router = APIRouter(include_in_schema=False)
 
@@ -138,13 +139,23 @@ def training_page(training_id: TrainingId, request: Request, db: SessionDep) -> 
         return found
     user, training = found
     return render(request, "training.html", {
-        "training": training, "repo": training.repo,
+        "training": training, "repo": training.repo, "waiting": workers.waiting(db, training),
         "outputs": outputs.list_outputs(training),
         "limit": get_settings().max_trainings_per_repo,
         "output_dirs": [(n, str(d)) for n, d in outputs.output_dirs(training)],
         "has_evaluation": db.scalar(select(Evaluation.id).where(
             Evaluation.training_id == training.id)) is not None,
     }, user=user)
+
+
+@router.get("/workers")
+def workers_page(request: Request, db: SessionDep) -> Response:
+    """Queues and online workers per instance type; every worker for admins."""
+    user = session_user(request, db)
+    if user is None:
+        return login_redirect(request)
+    return render(request, "workers.html",
+                  {"overview": workers.overview(db, detailed=user.is_admin)}, user=user)
 
 
 @router.get("/trainings/{training_id}/log.txt", response_model=None)

@@ -1,0 +1,1 @@
+"""Workers: their heartbeats, the reconciler that keeps the database true, and their views."""
