@@ -310,7 +310,8 @@ def test_one_answer_lists_schema_boot_file_and_input_problems(live: Live) -> Non
     assert set(fields) == {"job_name", "train_instance_type", "boot_file",
                            "inputs[0].input_url"}, fields
     assert fields["boot_file"] == f"code/absent.py does not exist in {repo}"
-    assert fields["inputs[0].input_url"] == "datasets/nobody/missing does not exist"
+    assert fields["inputs[0].input_url"] == ("datasets/nobody/missing does not exist or is not "
+                                             "yours")
     assert r.json()["detail"].startswith("training config has 4 problems: ")
     # Written without the trailing slash, the code folder still leads to the boot file.
     r = submit(client, repo, config("no-slash", code_dir="code", boot_file="absent.py",
