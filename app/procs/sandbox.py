@@ -55,7 +55,7 @@ from app.config import get_settings
 SETPRIV = "/usr/bin/setpriv"
 ETC_FILES = ("hosts", "resolv.conf", "nsswitch.conf", "host.conf", "ld.so.cache", "ld.so.conf",
              "ld.so.conf.d", "ssl", "ca-certificates", "ca-certificates.conf", "localtime",
-             "alternatives", "mime.types")
+             "alternatives", "mime.types", "pki")
 TOP_LEVEL = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # setpriv needs these to switch to the sandbox uid; it then drops them with everything else.
 _SETPRIV_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
