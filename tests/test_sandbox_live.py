@@ -191,6 +191,7 @@ def test_the_platform_keeps_its_secrets_from_the_worker(live: Live) -> None:
     require_sandbox()
     health = httpx.get(f"{live.url}/api/v1/health").json()
     assert health["sandbox"] == "on" and health["sandbox_reason"] == ""
+    assert "Sandbox: on (bubblewrap; user code runs as uid" in live.log.read_text()
     tree = psutil.Process(live.proc.pid).children(recursive=True)
     workers = [p for p in tree if "celery" in " ".join(p.cmdline())]
     assert workers

@@ -24,9 +24,9 @@ Contract
   capabilities (bounding set emptied) and no_new_privs before the user's program starts. The
   caller must make what the run writes owned by that uid: `make_writable(path)` does it (a
   no-op when not root); `take_back(path)` returns a folder to the platform once the sandbox
-  that wrote it has ended (the pip-requirements envs). When the platform is not root, bwrap makes an unprivileged user
-  namespace: the files, processes and network are still isolated, but the run keeps the
-  platform's uid (there is no other uid to switch to).
+  that wrote it has ended (the pip-requirements envs). When the platform is not root, bwrap
+  makes an unprivileged user namespace: the files, processes and network are still isolated,
+  but the run keeps the platform's uid (there is no other uid to switch to).
 - `wrap(argv, spec)` returns the full command line (`bwrap ... -- [setpriv ...] argv`). The
   environment is the caller's: pass the complete, platform-built environment to Popen (no
   TRAINYARD_* or secrets in it; see `app.procs.environ.build_env`). Limits are NOT in the
