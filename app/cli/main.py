@@ -127,7 +127,7 @@ def _sandbox_line(mode: str) -> str:
     if mode != "on":
         return "Sandbox: OFF (see the warning above)"
     uid, _gid = sandbox.sandbox_ids()
-    return f"Sandbox: on (bubblewrap; user code runs as uid {uid}, without network)"
+    return f"Sandbox: on (bubblewrap; user code runs as uid {uid})"
 
 
 @app.command()
