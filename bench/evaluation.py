@@ -18,7 +18,6 @@ Prints medians (and min/max) in seconds.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -91,9 +90,6 @@ def click_to_report(live: Live, client: httpx.Client, tid: int, body: dict[str, 
     """Seconds from the POST to the proxied index, and to the proxied Aim API, answering."""
     api = f"/api/v1/trainings/{tid}/evaluation"
     client.delete(api)
-    if body["type"] == "standard":
-        shutil.rmtree(live.data_dir / "trainings" / str(tid) / "evaluation" / "repo",
-                      ignore_errors=True)
     if warm:
         client.get(api)  # what opening the training page does
         time.sleep(6)

@@ -292,7 +292,7 @@ def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(tmp_pat
         specs.append(PredictorSpec(training_id=1, app_path=app, checkpoint=checkpoint,
                                    base_python=sys.executable, home=tmp_path / "home",
                                    log_path=tmp_path / f"{name}.log",
-                                   envs_cache=tmp_path / "envs"))
+                                   envs_cache=tmp_path / "envs", runtime_dir=tmp_path / "run"))
     pixel = {"width": 2, "height": 2, "rgb": bytes(range(12))}
 
     async def scenario() -> None:

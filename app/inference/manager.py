@@ -4,7 +4,9 @@ One predictor serves one (training, checkpoint) pair. It runs `predictor.py` wit
 runtime's interpreter under the worker's reaper shim (`worker/reaper.py`), so nothing it
 starts outlives it and it dies with the API process (the shim asks for SIGHUP when its parent
 goes; it is started from the event loop's thread, which lives as long as the process). The API
-talks to it over HTTP on a unix socket in a private temporary folder.
+talks to it over HTTP on a unix socket that the predictor creates in its box,
+`run/predictors/<token>/box/` in the data dir's runtime area (0700: only the platform's uid,
+and the predictor itself, can reach it).
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,7 @@ class PredictorSpec:
     home: Path
     log_path: Path
     envs_cache: Path
+    runtime_dir: Path  # where its box (its socket's folder) is made; 0700, the platform's
     is_mindspore: bool = True
     max_batch: int = 8
     gather_ms: float = 25.0
@@ -91,7 +94,7 @@ class Predictor:
     @property
     def socket(self) -> Path:
         """The unix socket it listens on."""
-        return self.folder / "predictor.sock"
+        return self.folder / "box" / "predictor.sock"
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -211,8 +214,10 @@ class PredictorManager:
             return predictor
 
     def _spawn(self, spec: PredictorSpec, python: str, env: dict[str, str]) -> Predictor:
-        folder = Path(tempfile.mkdtemp(prefix="trainyard-predictor-"))
-        socket = folder / "predictor.sock"
+        folder = spec.runtime_dir / f"{os.getpid()}-{secrets.token_hex(6)}"
+        folder.mkdir(mode=0o700, parents=True)
+        (folder / "box").mkdir(mode=0o700)
+        socket = folder / "box" / "predictor.sock"
         argv = [python, str(PREDICTOR_SCRIPT), "--app", str(spec.app_path),
                 "--checkpoint", str(spec.checkpoint), "--socket", str(socket),
                 "--max-batch", str(spec.max_batch), "--gather-ms", str(spec.gather_ms)]

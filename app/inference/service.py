@@ -134,6 +134,7 @@ def predictor_spec(training: Training, checkpoint: Checkpoint) -> PredictorSpec:
         training_id=training.id, app_path=storage.training_workspace(training.id) / APP_PATH,
         checkpoint=checkpoint.file, base_python=runtime.python, home=folder / "home",
         log_path=folder / "predictor.log", envs_cache=storage.envs_dir(),
+        runtime_dir=storage.runtime_dir("predictors"),
         is_mindspore=runtime.framework_type == "MindSpore")
 
 
