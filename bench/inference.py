@@ -121,8 +121,8 @@ def _find_network(module: Any) -> Any:
 
 def measure_raw(app_path: Path, checkpoint: Path, image: Path, repeats: int) -> dict[str, Any]:
     """Run `raw_main` in a child with the same interpreter and environment as a predictor."""
+    from app.procs.environ import build_env
     from app.trainings.runtimes import MINDSPORE_CPU
-    from worker.runner import build_env
 
     with tempfile.TemporaryDirectory() as home:
         env = build_env({}, home=Path(home), runtime_is_mindspore=True,

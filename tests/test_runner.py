@@ -17,8 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from worker import cpu, envs, runner
-from worker.runner import Outcome, RunSpec, build_argv, build_env, tail_lines
+from app.procs import cpu, envs
+from app.procs.environ import build_env, is_reserved_env_name
+from app.procs.logfiles import tail_lines
+from worker import runner
+from worker.runner import Outcome, RunSpec, build_argv
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -339,8 +342,8 @@ def test_env_and_argv_refuse_what_the_platform_owns() -> None:
     for name in ("HOME", "TMPDIR", "PYTHONUNBUFFERED", "TRAINYARD_X", "BAD-NAME", ""):
         with pytest.raises(ValueError, match="cannot be set"):
             build_env({name: "x"}, home=Path("/h"), runtime_is_mindspore=False)
-    assert runner.is_reserved_env_name("TRAINYARD_ADMIN_TOKEN")
-    assert not runner.is_reserved_env_name("MY_VAR")
+    assert is_reserved_env_name("TRAINYARD_ADMIN_TOKEN")
+    assert not is_reserved_env_name("MY_VAR")
     assert build_argv("py", Path("t.py"), [("lr", "0.1"), ("data_url", "/d/")]) == [
         "py", "t.py", "--lr=0.1", "--data_url=/d/"]
     with pytest.raises(ValueError, match="argument name"):

@@ -20,10 +20,12 @@ from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus
 from app.models.base import utcnow
+from app.procs import envs, supervise
+from app.procs.environ import build_env
 from app.trainings.config_rules import parse_input_url
 from app.trainings.runtimes import get_runtime
 from app.trainings.service import finish
-from worker import envs, runner
+from worker import runner
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,9 @@ def abandon_trainings(worker_name: str) -> int:
         worker_name, f"worker {worker_name} shut down while the training was in progress")
     for proc in psutil.Process().children(recursive=True):
         try:
-            if str(runner.REAPER) in proc.cmdline():
+            if supervise.is_shim(proc):
                 os.killpg(proc.pid, signal.SIGTERM)  # the shim leads the training's group
-        except (psutil.Error, ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError):
             continue
     return count
 
@@ -138,7 +140,7 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
                 log_path=log_path)
         except envs.RequirementsError as exc:
             raise PrepareError(str(exc)) from exc
-    env = runner.build_env(cfg["env_variables"], home=storage.training_dir(training.id) / "home",
+    env = build_env(cfg["env_variables"], home=storage.training_dir(training.id) / "home",
                            runtime_is_mindspore=runtime.framework_type == "MindSpore",
                            python=python)
     settings = get_settings()

@@ -1,7 +1,7 @@
 """Predictor processes: started on demand, kept warm, stopped when idle or over the cap.
 
 One predictor serves one (training, checkpoint) pair. It runs `predictor.py` with the
-runtime's interpreter under the worker's reaper shim (`worker/reaper.py`), so nothing it
+runtime's interpreter under the reaper shim (`app.procs.supervise`), so nothing it
 starts outlives it and it dies with the API process (the shim asks for SIGHUP when its parent
 goes; it is started from the event loop's thread, which lives as long as the process). The API
 talks to it over HTTP on a unix socket that the predictor creates in its box,
@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,10 @@ from typing import Any
 import httpx
 
 from app.errors import AppError
-from worker import envs
-from worker.runner import REAPER, build_env, kill_process_tree, tail_lines
+from app.procs import envs, supervise
+from app.procs.environ import build_env
+from app.procs.logfiles import tail_lines
+from app.procs.tree import kill_process_tree
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +222,12 @@ class PredictorManager:
         argv = [python, str(PREDICTOR_SCRIPT), "--app", str(spec.app_path),
                 "--checkpoint", str(spec.checkpoint), "--socket", str(socket),
                 "--max-batch", str(spec.max_batch), "--gather-ms", str(spec.gather_ms)]
-        shim = [sys.executable, "-I", "-S", str(REAPER), str(os.getpid()), str(STOP_GRACE_S),
-                "--"]
         for name in ("HOME", "TMPDIR"):
             Path(env[name]).mkdir(parents=True, exist_ok=True)
         with open(spec.log_path, "ab") as out:
             # Called on the event loop's thread: the shim's parent-death signal follows it.
-            proc = subprocess.Popen([*shim, *argv], cwd=spec.app_path.parent, env=env,
-                                    stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = supervise.start(argv, cwd=spec.app_path.parent, env=env, stdout=out,
+                                   grace_s=STOP_GRACE_S)
         transport = httpx.AsyncHTTPTransport(uds=str(socket))
         client = httpx.AsyncClient(transport=transport, base_url="http://predictor",
                                    timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0))

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.errors import Invalid
+from app.procs.environ import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from app.trainings.config_rules import (
     HYPERPARAMETER_KEYS,
     IDENTIFIER_PATTERN,
@@ -38,8 +39,6 @@ from app.trainings.config_rules import (
     MAX_HYPERPARAMETERS,
     MAX_INPUTS,
     MAX_OUTPUTS,
-    RESERVED_ENV_NAMES,
-    RESERVED_ENV_PREFIXES,
     ArgName,
     ArgValue,
     BootFile,

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.errors import Invalid
+from app.procs.environ import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 
 MAX_CONFIG_BYTES = 32 * 1024  # json5 is pure Python: ~0.5 s at this size, ~10 ms for Xihe's
 MAX_HYPERPARAMETERS = 20
@@ -31,16 +32,6 @@ MAX_DIR = 100  # output_dir, log_url
 MAX_INPUT_URL = 255
 MAX_DESCRIPTION = 100
 JOB_NAME_MIN, JOB_NAME_MAX = 5, 50
-
-# The runner builds the training's environment and must control these: where the
-# interpreter, the code snapshot and its libraries are found (PATH, PYTHONPATH, PYTHONHOME,
-# LD_*), where the job may write (HOME, TMPDIR), and that the log is live and UTF-8
-# (PYTHONUNBUFFERED, PYTHONIOENCODING). TRAINYARD_* is the platform's own settings space.
-RESERVED_ENV_NAMES = frozenset({
-    "PATH", "HOME", "TMPDIR", "PYTHONPATH", "PYTHONHOME", "PYTHONUNBUFFERED",
-    "PYTHONIOENCODING", "LD_PRELOAD", "LD_LIBRARY_PATH",
-})
-RESERVED_ENV_PREFIXES = ("TRAINYARD_",)
 
 HYPERPARAMETER_KEYS = ("hypeparameters", "hyperparameters")
 

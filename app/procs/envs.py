@@ -37,7 +37,9 @@ from filelock import FileLock, Timeout
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from worker.runner import BASE_PATH, kill_process_tree, log_note, tail_lines
+from app.procs.environ import BASE_PATH
+from app.procs.logfiles import log_note, tail_lines
+from app.procs.tree import kill_process_tree
 
 REQUIREMENTS_FILE = "pip-requirements.txt"
 MARKER_FILE = "trainyard-env.json"

@@ -1,0 +1,255 @@
+"""The sandbox (bubblewrap) with real processes: what a sandboxed run sees, and how it dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from app.config import get_settings
+from app.procs import sandbox, supervise
+from app.procs.environ import build_env
+from app.procs.tree import kill_process_tree
+from worker import runner
+from worker.runner import Outcome, RunSpec, build_argv
+
+PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path / "data"
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def works() -> None:
+    ok, why = sandbox.probe()
+    if not ok:
+        pytest.skip(f"the sandbox cannot run on this machine: {why}")
+
+
+def write(path: Path, code: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(code))
+    return path
+
+
+def layout(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A code folder (read-only in the sandbox), an output folder and a home (read-write)."""
+    code, out, home = tmp_path / "code", tmp_path / "code" / "out", tmp_path / "home"
+    code.mkdir()
+    sandbox.make_writable(out, home)
+    return code, out, home
+
+
+def spec_for(code: Path, out: Path, home: Path, **limits: int) -> sandbox.SandboxSpec:
+    return sandbox.SandboxSpec(cwd=code, pythons=(PYTHON,), ro_paths=(code,),
+                               rw_paths=(out, home), limits=sandbox.Limits(**limits))
+
+
+def run_probe(tmp_path: Path, script: str, **limits: int) -> dict[str, object]:
+    code, out, home = layout(tmp_path)
+    boot = write(code / "probe.py", script)
+    spec = spec_for(code, out, home, **limits)
+    env = build_env({}, home=home, runtime_is_mindspore=False, python=PYTHON)
+    proc = supervise.start([PYTHON, str(boot), str(out)], cwd=code, env=env, stdout=None,
+                           grace_s=1.0, sandbox=spec)
+    assert proc.wait(timeout=60) == 0
+    result: dict[str, object] = json.loads((out / "found.json").read_text())
+    return result
+
+
+PROBE = """
+    import json, os, resource, socket, sys
+    found = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+             "pid": os.getpid(), "env": sorted(os.environ),
+             "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+             "nproc": resource.getrlimit(resource.RLIMIT_NPROC)[0],
+             "caps": [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")],
+             "root": sorted(os.listdir("/"))}
+    try:
+        open(os.path.join(os.path.dirname(__file__), "planted.py"), "w")
+        found["code_writable"] = True
+    except OSError:
+        found["code_writable"] = False
+    with socket.socket() as s:
+        s.settimeout(2)
+        found["loopback_6379"] = s.connect_ex(("127.0.0.1", 6379))
+    found["ifaces"] = [name for _, name in socket.if_nameindex()]
+    json.dump(found, open(os.path.join(sys.argv[1], "found.json"), "w"))
+"""
+
+
+def test_probe_says_the_sandbox_works_here(works: None) -> None:
+    state = sandbox.state()
+    assert state.enabled and state.label == "on" and state.reason == ""
+
+
+def test_a_sandboxed_process_sees_only_its_own_world(tmp_path: Path, works: None) -> None:
+    found = run_probe(tmp_path, PROBE, processes=64)
+    uid, gid = sandbox.sandbox_ids()
+    assert found["uid"] == uid and found["gid"] == gid
+    if os.geteuid() == 0:
+        assert uid == get_settings().sandbox_uid != 0
+        assert found["groups"] == [] and found["caps"] == ["0000000000000000"]
+    assert found["pid"] == 2 and found["pids"] == [1, 2]  # bwrap's init and the program
+    assert found["code_writable"] is False
+    assert found["loopback_6379"] != 0 and found["ifaces"] == ["lo"]
+    assert found["nproc"] == 64
+    assert set(found["env"]) <= {"HOME", "LANG", "LC_ALL", "ONEDNN_MAX_CPU_ISA", "PATH", "PWD",
+                                 "PYTHONUNBUFFERED", "TMPDIR"}
+    assert "data" not in json.dumps(found["root"])
+
+
+def test_the_data_dir_and_the_repo_are_not_visible(tmp_path: Path, data_dir: Path,
+                                                   works: None) -> None:
+    (data_dir / "secret").parent.mkdir(parents=True, exist_ok=True)
+    (data_dir / "secret").write_text("s3cret")
+    here = Path(__file__).resolve()
+    found = run_probe(tmp_path, f"""
+        import json, os, sys
+        out = {{}}
+        for path in ({str(data_dir / "secret")!r}, {str(here)!r}, "/etc/shadow"):
+            try:
+                out[path] = open(path).read()[:20]
+            except OSError as exc:
+                out[path] = type(exc).__name__
+        json.dump(out, open(os.path.join(sys.argv[1], "found.json"), "w"))
+    """)
+    assert set(found.values()) == {"FileNotFoundError"}, found
+
+
+# A boot file whose tree tries to outlive the run: a setsid + double-fork daemon ignoring
+# SIGTERM, and a main program that saves its state on SIGTERM (it must get the grace period).
+ESCAPE = """
+    import os, signal, sys, time
+    out = sys.argv[1]
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            open(os.path.join(out, "daemon"), "w").write("up")
+            time.sleep(1000)
+        os._exit(0)
+    def on_term(signum, frame):
+        open(os.path.join(out, "saved"), "w").write("saved on SIGTERM")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, on_term)
+    open(os.path.join(out, "main"), "w").write("up")
+    time.sleep(1000)
+"""
+
+
+def sandboxed_processes(marker: Path) -> list[psutil.Process]:
+    """Processes whose command line names `marker` (bwrap's and those inside it)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(marker) in part for part in proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
+def wait_for(path: Path, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_terminate_gives_the_grace_period_and_leaves_nothing(tmp_path: Path, works: None) -> None:
+    code, out, home = layout(tmp_path)
+    boot = write(code / "train.py", ESCAPE)
+    env = build_env({}, home=home, runtime_is_mindspore=False, python=PYTHON)
+    spec = RunSpec(argv=[*build_argv(PYTHON, boot, []), str(out)], cwd=code, env=env,
+                   log_path=tmp_path / "log.txt", timeout_s=60, grace_s=3.0,
+                   sandbox=spec_for(code, out, home))
+    stop_at: list[float] = []
+
+    def should_stop() -> bool:
+        if (out / "daemon").exists() and (out / "main").exists() and not stop_at:
+            stop_at.append(time.monotonic())
+        return bool(stop_at)
+
+    result = runner.run(spec, should_stop=should_stop, poll_s=0.05)
+    assert result.outcome is Outcome.TERMINATED
+    assert (out / "saved").read_text() == "saved on SIGTERM"
+    assert sandboxed_processes(code) == []
+
+
+def test_a_killed_reaper_takes_the_whole_sandbox_down(tmp_path: Path, works: None) -> None:
+    code, out, home = layout(tmp_path)
+    boot = write(code / "train.py", ESCAPE)
+    env = build_env({}, home=home, runtime_is_mindspore=False, python=PYTHON)
+    proc = supervise.start([PYTHON, str(boot), str(out)], cwd=code, env=env, stdout=None,
+                           grace_s=1.0, sandbox=spec_for(code, out, home))
+    try:
+        wait_for(out / "daemon")
+        wait_for(out / "main")
+        assert len(sandboxed_processes(code)) >= 3
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while sandboxed_processes(code) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sandboxed_processes(code) == []
+    finally:
+        kill_process_tree(proc.pid, 0.5)
+
+
+def test_death_by_signal_is_reported_as_such(tmp_path: Path, works: None) -> None:
+    code, out, home = layout(tmp_path)
+    boot = write(code / "train.py", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    env = build_env({}, home=home, runtime_is_mindspore=False, python=PYTHON)
+    spec = RunSpec(argv=build_argv(PYTHON, boot, []), cwd=code, env=env,
+                   log_path=tmp_path / "log.txt", timeout_s=60, grace_s=1.0,
+                   sandbox=spec_for(code, out, home))
+    result = runner.run(spec, should_stop=lambda: False)
+    assert result.outcome is Outcome.FAILED
+    assert result.reason == "killed by signal SIGKILL (out of memory?)"
+
+
+def test_limits_hold_inside(tmp_path: Path, works: None) -> None:
+    found = run_probe(tmp_path, """
+        import json, os, sys
+        out = {}
+        try:
+            bytearray(600 * 1024 * 1024)
+            out["memory"] = "allocated"
+        except MemoryError:
+            out["memory"] = "refused"
+        try:
+            with open(os.path.join(sys.argv[1], "big"), "wb") as f:
+                f.write(b"x" * (3 * 1024 * 1024))
+            out["file"] = "written"
+        except OSError as exc:
+            out["file"] = type(exc).__name__
+        json.dump(out, open(os.path.join(sys.argv[1], "found.json"), "w"))
+    """, memory_mb=400, file_size_mb=2)
+    assert found == {"memory": "refused", "file": "OSError"}
+
+
+def test_off_mode_and_a_broken_bwrap_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINYARD_SANDBOX", "off")
+    get_settings.cache_clear()
+    state = sandbox.state()
+    assert not state.enabled and "TRAINYARD_SANDBOX=off" in state.reason
+    monkeypatch.setenv("TRAINYARD_SANDBOX", "on")
+    monkeypatch.setenv("TRAINYARD_SANDBOX_BWRAP", "/nonexistent/bwrap")
+    get_settings.cache_clear()
+    sandbox.probe.cache_clear()
+    try:
+        with pytest.raises(sandbox.SandboxUnavailable, match="/nonexistent/bwrap"):
+            sandbox.require()
+    finally:
+        sandbox.probe.cache_clear()
