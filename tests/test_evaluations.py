@@ -361,7 +361,8 @@ def test_concurrent_starts_make_one_aim_process(live: Live, trained: Trained) ->
     log = live.data_dir / "trainings" / str(tid) / "evaluation" / "aim.log"
     writers = [p for p in _aim_processes(psutil.Process(live.proc.pid))
                if any(f.path == str(log) for f in p.open_files())]
-    assert [p.pid for p in writers] == [evaluation_pid(live, "training_id", tid)]
+    [writer] = writers  # the Aim server, below the shim whose pid the row holds
+    assert evaluation_pid(live, "training_id", tid) in [p.pid for p in writer.parents()]
 
 
 def _aim_processes(root: psutil.Process) -> list[psutil.Process]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import shutil
 import struct
 import sys
 import tarfile
+import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from app.config import get_settings
 from app.inference.manager import PredictorManager, PredictorSpec
 from tests.browser import LAPTOP, ConsoleWatch, chromium_missing, launch, screenshot
 from tests.cifar_data import write_cifar_binary
@@ -281,18 +284,22 @@ def test_publish_a_checkpoint_as_a_model_input(live: Live,
     assert "PRETRAIN the best weights" in log
 
 
-def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(tmp_path: Path) -> None:
+def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path / "data"))  # the sandbox's files
+    get_settings.cache_clear()
     app = tmp_path / "workspace" / "inference" / "app.py"
     app.parent.mkdir(parents=True)
     app.write_text(FAKE_APP)
     specs = []
+    run = Path(tempfile.mkdtemp(prefix="ty-"))  # short: the sockets' paths must fit 107 bytes
     for name in ("a", "b"):
-        checkpoint = tmp_path / f"{name}.ckpt"
+        checkpoint = tmp_path / "workspace" / f"{name}.ckpt"
         checkpoint.write_bytes(name.encode() * 10)
         specs.append(PredictorSpec(training_id=1, app_path=app, checkpoint=checkpoint,
                                    base_python=sys.executable, home=tmp_path / "home",
                                    log_path=tmp_path / f"{name}.log",
-                                   envs_cache=tmp_path / "envs", runtime_dir=tmp_path / "run"))
+                                   envs_cache=tmp_path / "envs", runtime_dir=run))
     pixel = {"width": 2, "height": 2, "rgb": bytes(range(12))}
 
     async def scenario() -> None:
@@ -314,7 +321,11 @@ def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(tmp_pat
             await manager.shutdown()
         assert manager.predictors == {} and not psutil.pid_exists(pid)
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        get_settings.cache_clear()
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.mark.browser

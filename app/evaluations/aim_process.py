@@ -1,27 +1,27 @@
 """Aim UI processes owned by this API process: a pre-warmed spare, launch, liveness, stop.
 
-Each Aim UI runs `python -m app.evaluations.aim_server` in its own process group, with
-PR_SET_PDEATHSIG so it dies with the API process. Spawn only from the event loop's thread:
-the death signal follows the *thread* that forked, and thread-pool threads come and go.
+Each Aim UI runs `python -m app.evaluations.aim_server` under the reaper shim
+(`app.procs.supervise`), in the sandbox when `app.procs.sandbox.state()` allows, so it dies
+with the API process and takes everything it started along. Spawn only from the event loop's
+thread: the death signal follows the *thread* that forked, and thread-pool threads come and go.
 
-Every process gets a box: `run/aim/<token>/` in the data dir's runtime area (0700, the
-platform's), holding `box/` (its only writable folder: the socket `aim.sock`, the copies of
-what it reads, the repository it serves), `warm.log` (what it printed before it got a job)
-and `build.json` (the build it was given). The spare is started before anyone knows what it
-will serve, so whatever it reads is copied into its box before the spec is sent: a private
-copy, which Aim may write to (it indexes the repository and keeps its UI tables there).
-The spec arrives on stdin, a unix socket, with the log's file descriptor.
+Every process gets a box (`app.procs.services`): `run/aim/<token>/` in the data dir's
+runtime area (0700, the platform's), holding `warm.log` (what it printed before it got a job),
+`build.json` (the build it was given) and `box/`, its only writable folder: the socket
+`aim.sock`, the copies of what it reads, the repository it serves, its HOME. In the sandbox it
+sees the runtime and Trainyard's `app/` package read-only, the repository template read-only,
+its box, a private /tmp, no network and no platform process. The spare is started before
+anyone knows what it will serve, so whatever it reads is copied into its box before the spec
+is sent: a private copy, which Aim may write to (it indexes the repository and keeps its UI
+tables there). The spec arrives on stdin, a unix socket, with the log's file descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
-import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -34,10 +34,13 @@ from typing import Any
 import psutil
 
 from app import storage
+from app.procs import sandbox as sandboxing
+from app.procs import services, supervise
+from app.procs.tree import kill_process_tree
 
 SERVER_MODULE = "app.evaluations.aim_server"
-PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parents[2]
+APP_PACKAGE = ROOT / "app"
 SOCKET_NAME = "aim.sock"
 
 # Builds the box's inputs and returns the spec (without `socket`); runs in a thread.
@@ -59,18 +62,11 @@ def box_of(socket_path: str | Path) -> Path:
     return Path(socket_path).parent.parent
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def child_env(box: Path) -> dict[str, str]:
+def child_env(home: Path, tmp: Path) -> dict[str, str]:
     """Aim's whole environment, made from scratch: nothing of Trainyard's settings or secrets."""
-    home = box / "box" / "home"
     return {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(home),
-            "TMPDIR": str(home / "tmp"), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1"}
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(home), "TMPDIR": str(tmp),
+            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def is_aim_process(pid: int) -> bool:
@@ -87,13 +83,13 @@ class AimChild:
     """A started Aim process, its box and the channel its spec goes through."""
 
     proc: subprocess.Popen[bytes]
-    box: Path
+    box: services.Box
     channel: socket.socket | None
 
     @property
     def socket(self) -> Path:
         """Where it will serve."""
-        return self.box / "box" / SOCKET_NAME
+        return self.box.inner / SOCKET_NAME
 
 
 class AimProcesses:
@@ -113,33 +109,38 @@ class AimProcesses:
         if self._template_maker is None or self._template_maker.poll() is not None:
             # Only Trainyard's code and no user data run here: no sandbox is needed.
             evaluations_root().mkdir(parents=True, exist_ok=True)
-            box = storage.runtime_dir("aim")
-            self._template_maker = subprocess.Popen(
-                [sys.executable, "-m", SERVER_MODULE, "--make-template", str(template)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                cwd=ROOT, env=child_env(box), start_new_session=True,
-                preexec_fn=_die_with_parent)
+            home = storage.runtime_dir("aim", "template-home")
+            with (evaluations_root() / "template.log").open("ab") as log:
+                self._template_maker = supervise.start(
+                    [sys.executable, "-m", SERVER_MODULE, "--make-template", str(template)],
+                    cwd=ROOT, env=child_env(home, home), stdout=log, grace_s=1.0)
         return None
 
     def _spawn(self) -> AimChild:
-        box = storage.runtime_dir("aim", f"{os.getpid()}-{secrets.token_hex(6)}")
-        inner = box / "box"
-        inner.mkdir(mode=0o700)
-        (inner / "home" / "tmp").mkdir(parents=True)
+        box = services.new_box(storage.runtime_dir("aim"))
         template = self._ensure_template()
         argv = [sys.executable, "-m", SERVER_MODULE]
         if template is not None:
             argv += ["--template", str(template)]
+        sandbox = None
+        if sandboxing.state().enabled:
+            # Not the box: bwrap changes into it before it drops root, without the capability
+            # to enter a folder of the sandbox uid's.
+            sandbox = services.service_sandbox(
+                box, cwd=Path("/tmp"), pythons=[sys.executable],
+                read_only=[APP_PACKAGE, *([template] if template is not None else [])])
+            env = child_env(box.home, Path("/tmp"))
+            services.hand_over(box)
+        else:
+            env = child_env(box.home, box.home)
         ours, theirs = socket.socketpair()
         try:
-            with (box / "warm.log").open("ab") as log:
-                proc = subprocess.Popen(
-                    argv, stdin=theirs.fileno(), stdout=log, stderr=subprocess.STDOUT,
-                    cwd=ROOT, env=child_env(box), start_new_session=True,
-                    preexec_fn=_die_with_parent)
+            with (box.root / "warm.log").open("ab") as log:
+                proc = supervise.start(argv, cwd=box.inner, env=env, stdout=log, grace_s=1.0,
+                                       sandbox=sandbox, stdin=theirs.fileno())
         except BaseException:
             ours.close()
-            storage.remove_tree(box)
+            storage.remove_tree(box.root)
             raise
         finally:
             theirs.close()
@@ -172,7 +173,7 @@ class AimProcesses:
                 child = self._spawn()
             self._children[child.proc.pid] = child
             try:
-                spec = await asyncio.to_thread(stage, child.box / "box")
+                spec = await asyncio.to_thread(self._stage, stage, child.box)
                 self._send(child, {**spec, "socket": str(child.socket)}, log=log)
                 break
             except (BrokenPipeError, ConnectionError):  # it died just now: use a fresh one
@@ -187,10 +188,17 @@ class AimProcesses:
         self.prewarm()
         return child.proc.pid, str(child.socket)
 
+    @staticmethod
+    def _stage(stage: Stager, box: services.Box) -> dict[str, Any]:
+        spec = stage(box.inner)
+        services.hand_over(box)  # the copies become the sandboxed process's to write
+        return spec
+
     def _send(self, child: AimChild, spec: dict[str, Any], *, log: Path) -> None:
         assert child.channel is not None
         if spec.get("build"):
-            (child.box / "build.json").write_text(json.dumps(spec["build"]["fingerprint"]))
+            (child.box.root / "build.json").write_text(
+                json.dumps(spec["build"]["fingerprint"]))
         log.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644)
@@ -227,17 +235,10 @@ class AimProcesses:
         return [pid for pid, child in self._children.items() if child.proc.poll() is None]
 
     async def stop(self, pid: int | None, *, grace_s: float = 5.0) -> None:
-        """SIGTERM the process group of `pid`, SIGKILL it after `grace_s`."""
+        """Stop the tree of `pid` (its reaper shim): SIGTERM, then SIGKILL after `grace_s`."""
         if pid is None or not (self.owns(pid) or is_aim_process(pid)):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        while self.alive(pid) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        await asyncio.to_thread(kill_process_tree, pid, grace_s)
         own = self._children.pop(pid, None)
         if own is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -248,7 +249,7 @@ class AimProcesses:
         if child.channel is not None:
             child.channel.close()
             child.channel = None
-        storage.remove_tree(child.box)
+        storage.remove_tree(child.box.root)
 
     async def shutdown(self) -> None:
         """Stop every process this API process started, the spare included."""
@@ -257,5 +258,5 @@ class AimProcesses:
             self._spare = None
         await asyncio.gather(*(self.stop(pid, grace_s=3.0) for pid in list(self._children)))
         if self._template_maker is not None and self._template_maker.poll() is None:
-            self._template_maker.kill()
+            await asyncio.to_thread(kill_process_tree, self._template_maker.pid, 1.0)
             self._template_maker.wait()

@@ -51,6 +51,11 @@ def make_template(template: Path) -> None:
     template.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".template-", dir=template.parent))
     Repo.from_path(str(stage), init=True).close()
+    # Sandboxed Aim processes (another uid) copy it: readable by all, like the runtime.
+    for folder, _dirs, files in os.walk(stage):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
     try:
         stage.rename(template)
     except OSError:  # another process made it first

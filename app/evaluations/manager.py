@@ -31,6 +31,7 @@ from app.evaluations.schemas import EvaluationPublic
 from app.evaluations.sources import Subject, repo_subject, training_subject
 from app.models import Evaluation, Repository
 from app.models.base import utcnow
+from app.procs import sandbox as sandboxing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,7 +84,8 @@ class EvaluationManager:
             await self._http.pop(socket).aclose()
 
     async def start(self) -> None:
-        """Start the idle sweeper."""
+        """Start the idle sweeper (and find out, off the event loop, whether to sandbox Aim)."""
+        await asyncio.to_thread(sandboxing.state)
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def shutdown(self) -> None:
