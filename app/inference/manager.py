@@ -248,13 +248,15 @@ class PredictorManager:
         sandbox = None
         if sandboxed:
             # bwrap follows links when it mounts: refuse any the training could have planted.
+            # The whole workspace is mounted (read-only): `app.py` may import the training's
+            # code, as the sample's does; links inside it resolve within the sandbox's view.
+            services.check_plain_folder(spec.workspace, inside=spec.workspace.parent)
             services.check_plain_folder(app_dir, inside=spec.workspace)
             services.check_plain_file(spec.checkpoint, inside=spec.workspace)
             env = build_env({}, home=box.home, tmpdir=Path("/tmp"), python=python,
                             runtime_is_mindspore=spec.is_mindspore)
-            sandbox = services.service_sandbox(
-                box, cwd=app_dir, pythons=[python],
-                read_only=[PREDICTOR_SCRIPT, app_dir, spec.checkpoint])
+            sandbox = services.service_sandbox(box, cwd=app_dir, pythons=[python],
+                                               read_only=[PREDICTOR_SCRIPT, spec.workspace])
             services.hand_over(box)
         else:
             env = build_env({}, home=spec.home, runtime_is_mindspore=spec.is_mindspore,
