@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LimitName = Literal["memory_mb", "processes", "file_size_mb", "cpu_time_s", "open_files"]
+
 
 class Settings(BaseSettings):
     """Every knob of Trainyard, read from `TRAINYARD_*` environment variables."""
@@ -54,6 +56,12 @@ class Settings(BaseSettings):
                              "the platform is root (dedicated: no other process may use it).")
     sandbox_gid: int = Field(default=61000, ge=1, description="The gid user code runs as when "
                              "the platform is root.")
+    sandbox_limits: dict[str, dict[LimitName, int | None]] = Field(
+        default_factory=dict, description='Per instance type, limits over its defaults (JSON), '
+        'e.g. {"cpu.standard": {"memory_mb": 8192, "cpu_time_s": 86400}}; null: no limit.')
+    sandbox_network_flavors: list[str] = Field(
+        default_factory=list, description='Instance types whose runs may open outbound '
+        'connections (JSON list, e.g. ["cpu.standard"]); others have no network at all.')
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -19,6 +19,7 @@ from app.evaluations.proxy import router as aim_proxy_router
 from app.evaluations.router import router as evaluations_router
 from app.inference.router import router as inference_router
 from app.inference.service import predictors_lifespan
+from app.procs import sandbox
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
 from app.web import install_web
@@ -41,10 +42,11 @@ def create_app() -> FastAPI:
 
     @app.get("/api/v1/health", tags=["health"])
     def health() -> dict[str, str]:
-        """Liveness: the API answers and the database is reachable."""
+        """Liveness, and whether user code runs sandboxed (`sandbox`: on or off, and why)."""
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
-        return {"status": "ok"}
+        state = sandbox.state()
+        return {"status": "ok", "sandbox": state.label, "sandbox_reason": state.reason}
 
     for router in (auth_router, repos_router, trainings_router, datasets_router, inference_router,
                    evaluations_router, aim_proxy_router):

@@ -6,6 +6,8 @@ Each measurement runs in its own process, one after the other:
   (a) samples/resnet50/train/train_dir/train.py run like the platform runs it, on a generated
       CIFAR-10 binary dataset; images/s from its own step-time log lines (first line, which
       includes graph compilation, left out);
+  (s) the same, inside the platform's sandbox (app.procs: the reaper shim, bubblewrap, the
+      sandbox uid when root, the cpu.standard limits, the environment the platform builds);
   (b) the same network and batch in a minimal MindSpore TrainOneStepCell loop
       (bench/ms_plain_step.py);
   (c) the same network in PyTorch on the CPU (bench/torch_resnet50.py), in bench/.venv-torch,
@@ -80,6 +82,41 @@ def measure_sample(args: argparse.Namespace, data: Path, out: Path, env: dict[st
     return args.batch_size * 1000 / mean(measured)
 
 
+def measure_sandboxed(args: argparse.Namespace, data: Path, out: Path, isa: str) -> float:
+    """(s) images/s of train.py in the sandbox, set up as the worker sets up a training."""
+    from app.procs import sandbox, supervise
+    from app.procs.environ import build_env
+    from app.trainings.runtimes import CPU_STANDARD, sandbox_limits
+
+    if not sandbox.probe()[0]:
+        raise RuntimeError(f"the sandbox cannot run here: {sandbox.probe()[1]}")
+    home = out.with_name(f"{out.name}-home")
+    (home / "tmp").mkdir(parents=True)
+    sandbox.make_writable(out, home)
+    env = build_env({}, home=home, runtime_is_mindspore=True, python=sys.executable,
+                    extra={"ONEDNN_MAX_CPU_ISA": isa} if isa else None)
+    spec = sandbox.SandboxSpec(cwd=TRAIN_DIR, pythons=(sys.executable,),
+                               ro_paths=(TRAIN_DIR, data), rw_paths=(out, home),
+                               limits=sandbox_limits(CPU_STANDARD))
+    steps = args.steps + args.log_every
+    argv = [sys.executable, str(TRAIN_DIR / "train.py"), f"--data_url={data}",
+            f"--output_url={out}", "--epochs=1", f"--batch_size={args.batch_size}",
+            f"--train_limit={steps * args.batch_size}", f"--test_limit={args.batch_size}",
+            f"--log_every={args.log_every}", *args.train_arg]
+    log_path = home / "log.txt"
+    with open(log_path, "wb") as log:
+        proc = supervise.start(argv, cwd=TRAIN_DIR, env=env, stdout=log, grace_s=5.0,
+                               sandbox=spec)
+    if proc.wait(timeout=900) != 0:
+        raise RuntimeError(f"the sandboxed run failed:\n{log_path.read_text()[-4000:]}")
+    times = [(int(m[1]), float(m[2])) for line in log_path.read_text().splitlines()
+             if (m := STEP_LINE.match(line))]
+    measured = [ms for step, ms in times if step > args.log_every]
+    if not measured:
+        raise RuntimeError(f"no step-time lines after the first in:\n{log_path.read_text()}")
+    return args.batch_size * 1000 / mean(measured)
+
+
 def measure_plain(args: argparse.Namespace, env: dict[str, str]) -> float:
     """(b) images/s of the network in a minimal MindSpore loop."""
     argv = [sys.executable, str(BENCH / "ms_plain_step.py"), f"--batch_size={args.batch_size}",
@@ -104,7 +141,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--isa", default="AVX2", help="ONEDNN_MAX_CPU_ISA for (a) and (b); "
                         "'' for oneDNN's default")
-    parser.add_argument("--only", default="abc", help="which measurements, e.g. 'ab'")
+    parser.add_argument("--only", default="abc", help="which measurements, e.g. 'ab', 'as'")
     parser.add_argument("--train-arg", dest="train_arg", action="append", default=[],
                         help="extra train.py argument for (a), e.g. --train-arg=--jit_level=O1")
     parser.add_argument("--plain-arg", dest="plain_arg", action="append", default=[],
@@ -121,10 +158,14 @@ def main() -> None:
         torch_python()
     results: dict[str, list[float]] = {key: [] for key in args.only}
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
+        os.environ["TRAINYARD_DATA_DIR"] = str(Path(tmp) / "data")  # the sandbox's passwd file
         data = write_cifar_binary(Path(tmp) / "cifar-10-batches-bin", 10_000, 10_000, seed=0)
         for attempt in range(1, args.repeat + 1):
             if "a" in args.only:
                 results["a"].append(measure_sample(args, data, Path(tmp) / f"out{attempt}", ms_env))
+            if "s" in args.only:
+                results["s"].append(measure_sandboxed(args, data, Path(tmp) / f"sbx{attempt}",
+                                                      args.isa))
             if "b" in args.only:
                 results["b"].append(measure_plain(args, ms_env))
             if "c" in args.only:
@@ -132,7 +173,7 @@ def main() -> None:
             print(f"run {attempt}: " + ", ".join(f"({k}) {v[-1]:.1f}" for k, v in results.items()),
                   flush=True)
     names = {"a": "sample train.py (as the platform runs it)", "b": "plain MindSpore loop",
-             "c": "PyTorch CPU baseline"}
+             "c": "PyTorch CPU baseline", "s": "sample train.py in the sandbox"}
     best = {key: max(values) for key, values in results.items()}
     print(f"\nResNet50, CIFAR 32x32, batch {args.batch_size}, {os.cpu_count()} cores, "
           f"ONEDNN_MAX_CPU_ISA={args.isa or '(default)'} for MindSpore; best of {args.repeat}")
@@ -140,6 +181,9 @@ def main() -> None:
         print(f"  ({key}) {names[key]:42s} {value:7.1f} images/s")
     if "a" in best and "c" in best:
         print(f"  a/c = {best['a'] / best['c']:.2f}  (goal >= 1.0)")
+    if "a" in best and "s" in best:
+        print(f"  s/a = {best['s'] / best['a']:.3f}  (sandbox overhead "
+              f"{1 - best['s'] / best['a']:.1%}, goal <= 3%)")
     if "a" in best and "b" in best:
         overhead = 1 - best["a"] / best["b"]
         print(f"  a/b = {best['a'] / best['b']:.3f}  (sample overhead {overhead:.1%})")

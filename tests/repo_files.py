@@ -9,6 +9,7 @@ import zipfile
 from typing import Any
 
 import httpx
+import psutil
 
 from tests.live import unique
 
@@ -101,22 +102,39 @@ while time.perf_counter() - start < 8:
 print(f"RATE {n / (time.perf_counter() - start):.0f}", flush=True)
 """,
     "code/family.py": """
-import os, subprocess, sys, time
+import argparse, os, subprocess, sys, time
+p = argparse.ArgumentParser()
+p.add_argument("--output_url")
+out = p.parse_known_args()[0].output_url
+# Every process of the family names the output folder on its command line.
 child = subprocess.Popen([sys.executable, "-c", '''
 import os, subprocess, sys, time
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        open(sys.argv[1] + "/grandchild.pid", "w").write(str(os.getpid()))
+        open(os.path.join(sys.argv[1], "grandchild.started"), "w").write("1")
         time.sleep(600)
     os._exit(0)
 time.sleep(600)
-''', os.getcwd()])
-open("child.pid", "w").write(str(child.pid))
+''', out])
+open(os.path.join(out, "child.started"), "w").write("1")
 print("family started", flush=True)
 time.sleep(600)
 """,
 }
+
+
+def processes_naming(text: str) -> list[psutil.Process]:
+    """Live processes whose command line contains `text` (e.g. a training's output folder)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if text in " ".join(proc.info["cmdline"] or ()) and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
 
 
 def create_repo(client: httpx.Client, files: dict[str, str | bytes] | None = None) -> str:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import subprocess
 import sys
+import tarfile
 import textwrap
 import time
+import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +20,10 @@ import psutil
 import pytest
 
 from app.config import get_settings
-from app.procs import sandbox, supervise
+from app.procs import envs, sandbox, supervise
 from app.procs.environ import build_env
 from app.procs.tree import kill_process_tree
+from tests.sandboxing import require_sandbox
 from worker import runner
 from worker.runner import Outcome, RunSpec, build_argv
 
@@ -34,9 +40,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture
 def works() -> None:
-    ok, why = sandbox.probe()
-    if not ok:
-        pytest.skip(f"the sandbox cannot run on this machine: {why}")
+    require_sandbox()
 
 
 def write(path: Path, code: str) -> Path:
@@ -48,7 +52,7 @@ def write(path: Path, code: str) -> Path:
 def layout(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A code folder (read-only in the sandbox), an output folder and a home (read-write)."""
     code, out, home = tmp_path / "code", tmp_path / "code" / "out", tmp_path / "home"
-    code.mkdir()
+    code.mkdir(parents=True)
     sandbox.make_writable(out, home)
     return code, out, home
 
@@ -253,3 +257,74 @@ def test_off_mode_and_a_broken_bwrap_say_why(monkeypatch: pytest.MonkeyPatch) ->
             sandbox.require()
     finally:
         sandbox.probe.cache_clear()
+
+
+def build_wheel(folder: Path, name: str, files: dict[str, str]) -> Path:
+    """A minimal pure-Python wheel holding `files` (path -> text)."""
+    dist = f"{name.replace('-', '_')}-1.0"
+    meta = {f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+            f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+                                       "Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    entries = {**files, **meta}
+    record = "".join(f"{path},,\n" for path in entries) + f"{dist}.dist-info/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in {**entries, f"{dist}.dist-info/RECORD": record}.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+def test_requirements_install_runs_no_package_code_outside(tmp_path: Path, works: None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "ran-outside"
+    name = f"trainyard-probe-{uuid.uuid4().hex[:8]}"
+    module = name.replace("-", "_")
+    build_wheel(tmp_path / "wheels", name, {
+        f"{module}/__init__.py": "VALUE = 42\n",
+        # Runs at every start of the env's interpreter: outside the sandbox it would leave
+        # the marker; inside, the marker's folder is not even visible.
+        f"{module}_boot.pth": f"import os; open({str(marker)!r}, 'w').write('pwned')\n",
+    })
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    req = tmp_path / "pip-requirements.txt"
+    req.write_text(f"{name}\n")
+    log = tmp_path / "train.log"
+    cache = tmp_path / "envs"
+    python = envs.python_for_requirements(req, base_python=PYTHON, cache_dir=cache,
+                                          log_path=log, sandboxed=True)
+    env_dir = Path(python).parent.parent
+    assert env_dir.parent == cache
+    assert not marker.exists(), log.read_text()
+    assert f"Successfully installed {name}" in log.read_text()
+    owners = {p.stat().st_uid for p in [env_dir, *env_dir.rglob("*")] if not p.is_symlink()}
+    assert owners == {os.getuid()}
+    assert not list(cache.glob(".*.wheels"))
+    # A run sees it read-only and gets the package.
+    code, out, home = layout(tmp_path / "run")
+    spec = sandbox.SandboxSpec(cwd=code, pythons=(PYTHON, python), ro_paths=(code,),
+                               rw_paths=(out, home))
+    done = subprocess.run(sandbox.wrap([python, "-c", f"import {module}; print({module}.VALUE)"],
+                                       spec), capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "42", done.stderr
+    assert not marker.exists()
+
+
+def test_a_source_only_package_is_refused_in_the_sandbox(tmp_path: Path, works: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    sdists = tmp_path / "sdists"
+    sdists.mkdir()
+    name = f"trainyard-sdist-{uuid.uuid4().hex[:8]}"
+    with tarfile.open(sdists / f"{name.replace('-', '_')}-1.0.tar.gz", "w:gz") as tf:
+        data = b"from setuptools import setup\nsetup()\n"
+        info = tarfile.TarInfo(f"{name.replace('-', '_')}-1.0/setup.py")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("PIP_FIND_LINKS", str(sdists))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    req = tmp_path / "pip-requirements.txt"
+    req.write_text(f"{name}\n")
+    with pytest.raises(envs.RequirementsError, match="binary wheels only"):
+        envs.python_for_requirements(req, base_python=PYTHON, cache_dir=tmp_path / "envs",
+                                     log_path=tmp_path / "log.txt", sandboxed=True)

@@ -10,11 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psutil
 
 from tests.cifar_data import write_cifar_binary
 from tests.live import Live
-from tests.repo_files import config, create_repo, submit
+from tests.repo_files import config, create_repo, processes_naming, submit
 from tests.test_training_config import SEED_CONFIG
 
 FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
@@ -97,29 +96,23 @@ def test_terminate_kills_the_whole_process_tree(live: Live) -> None:
     repo = create_repo(client)
     tid = submit(client, repo, config("family", boot_file="family.py")).json()["id"]
     live.wait_status(client, tid, {"Running"})
-    code = live.data_dir / "trainings" / str(tid) / "workspace" / "code"
+    out = live.data_dir / "trainings" / str(tid) / "workspace" / "out"
     deadline = time.monotonic() + 30
-    while not (code / "grandchild.pid").exists() and time.monotonic() < deadline:
+    while not (out / "grandchild.started").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    pids = [int((code / f).read_text()) for f in ("child.pid", "grandchild.pid")]
-    assert all(psutil.pid_exists(p) for p in pids)
+    assert (out / "child.started").exists()
+    family = processes_naming(str(out))
+    assert len(family) >= 3  # the boot file, its child, the setsid grandchild
     r = client.post(f"/api/v1/trainings/{tid}/terminate")
     assert r.status_code == 202 and r.json()["status"] in ("Terminating", "Terminated")
     started = time.monotonic()
     done = live.wait_status(client, tid, FINISHED, timeout=15)
     assert done["status"] == "Terminated"
-    while any(_alive(p) for p in pids) and time.monotonic() - started < 10:
+    while processes_naming(str(out)) and time.monotonic() - started < 10:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
+    assert processes_naming(str(out)) == []
     again = client.post(f"/api/v1/trainings/{tid}/terminate")
     assert again.status_code == 409 and again.json()["error"] == "training_finished"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_log_stream_delivers_lines_while_running(live: Live) -> None:

@@ -20,10 +20,10 @@ from app.config import get_settings
 from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus
 from app.models.base import utcnow
-from app.procs import envs, supervise
+from app.procs import envs, sandbox, supervise
 from app.procs.environ import build_env
 from app.trainings.config_rules import parse_input_url
-from app.trainings.runtimes import get_runtime
+from app.trainings.runtimes import get_flavor, get_runtime, sandbox_limits, sandbox_network
 from app.trainings.service import finish
 from worker import runner
 
@@ -116,7 +116,12 @@ def _input_path(input_url: str) -> Path:
 
 
 def prepare(training: Training, *, log_path: Path) -> PreparedRun:
-    """Resolve inputs and outputs to local paths, pick the interpreter, build argv and env."""
+    """Resolve inputs and outputs to local paths, pick the interpreter, build argv and env.
+
+    In the sandbox (see docs/security.md) the run sees the same paths: its inputs read-only,
+    its workspace (the code snapshot taken for this training alone, holding its output
+    folders) and its HOME read-write, handed to the sandbox uid.
+    """
     cfg = training.config
     workspace = storage.training_workspace(training.id)
     code_dir = workspace / PurePosixPath(training.code_dir)
@@ -125,11 +130,13 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
         raise PrepareError(f"boot file {training.code_dir}{training.boot_file} is missing "
                            "from the code snapshot")
     args: list[tuple[str, str]] = [(h["name"], str(h["value"])) for h in cfg["hypeparameters"]]
-    args += [(x["name"], str(_input_path(x["input_url"]))) for x in cfg["inputs"]]
+    inputs = [(x["name"], _input_path(x["input_url"])) for x in cfg["inputs"]]
+    args += [(name, str(path)) for name, path in inputs]
     for out in cfg["outputs"]:
         folder = workspace / PurePosixPath(out["output_dir"])
         folder.mkdir(parents=True, exist_ok=True)
         args.append((out["name"], str(folder) + "/"))
+    sandboxed = sandbox.require().enabled
     runtime = get_runtime(training.runtime)
     python = runtime.python
     requirements = boot.parent / REQUIREMENTS_FILE
@@ -137,17 +144,28 @@ def prepare(training: Training, *, log_path: Path) -> PreparedRun:
         try:
             python = envs.python_for_requirements(
                 requirements, base_python=runtime.python, cache_dir=storage.envs_dir(),
-                log_path=log_path)
+                log_path=log_path, sandboxed=sandboxed)
         except envs.RequirementsError as exc:
             raise PrepareError(str(exc)) from exc
-    env = build_env(cfg["env_variables"], home=storage.training_dir(training.id) / "home",
-                           runtime_is_mindspore=runtime.framework_type == "MindSpore",
-                           python=python)
+    home = storage.training_dir(training.id) / "home"
+    (home / "tmp").mkdir(parents=True, exist_ok=True)
+    env = build_env(cfg["env_variables"], home=home,
+                    runtime_is_mindspore=runtime.framework_type == "MindSpore", python=python)
+    spec = None
+    if sandboxed:
+        # Programs write next to their code (./output, ./db, MindSpore's dumps), as on Xihe:
+        # the snapshot is this training's private copy, so it may.
+        sandbox.make_writable(workspace, home)
+        flavor = get_flavor(training.flavor)
+        spec = sandbox.SandboxSpec(
+            cwd=boot.parent, pythons=(runtime.python, python),
+            ro_paths=tuple(path for _, path in inputs), rw_paths=(workspace, home),
+            network=sandbox_network(flavor), limits=sandbox_limits(flavor))
     settings = get_settings()
-    spec = runner.RunSpec(argv=runner.build_argv(python, boot, args), cwd=boot.parent, env=env,
-                          log_path=log_path, timeout_s=settings.training_timeout_s,
-                          grace_s=settings.terminate_grace_s)
-    return PreparedRun(spec=spec, python=python)
+    run_spec = runner.RunSpec(argv=runner.build_argv(python, boot, args), cwd=boot.parent,
+                              env=env, log_path=log_path, timeout_s=settings.training_timeout_s,
+                              grace_s=settings.terminate_grace_s, sandbox=spec)
+    return PreparedRun(spec=run_spec, python=python)
 
 
 class StopCheck:

@@ -57,22 +57,29 @@ def _bootstrap_admin(data_dir: Path) -> str:
 
 
 def _start_redis(sup: Supervisor, data_dir: Path) -> str:
-    from app.cli.supervisor import free_port, redis_server_binary
+    """Start the embedded Redis with a generated password (kept in data_dir, mode 600)."""
+    from app.cli.supervisor import (
+        free_port,
+        read_or_create_secret,
+        redis_server_binary,
+        write_redis_config,
+    )
 
     port = free_port()
     redis_dir = data_dir / "redis"
-    redis_dir.mkdir(exist_ok=True)
-    sup.start("redis", [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "no", "--dir", str(redis_dir),
-                        "--logfile", str(redis_dir / "redis.log")])
+    redis_dir.mkdir(exist_ok=True, mode=0o700)
+    password = read_or_create_secret(data_dir / "redis-password")
+    conf = redis_dir / "redis.conf"
+    write_redis_config(conf, port=port, password=password, folder=redis_dir)
+    sup.start("redis", [redis_server_binary(), str(conf)])
     import redis
 
-    client_ = redis.Redis(port=port)
+    client_ = redis.Redis(port=port, password=password)
     deadline = time.monotonic() + 10
     while True:
         try:
             client_.ping()
-            return f"redis://127.0.0.1:{port}/0"
+            return f"redis://:{password}@127.0.0.1:{port}/0"
         except redis.ConnectionError:
             if time.monotonic() > deadline or sup.failed():
                 raise RuntimeError("the embedded Redis did not start") from None
@@ -95,6 +102,23 @@ def _redispatch_pending() -> int:
     return len(rows)
 
 
+def _check_sandbox() -> None:
+    """Refuse to start when TRAINYARD_SANDBOX=on cannot be honoured; warn loudly when off."""
+    from app.procs import sandbox
+
+    try:
+        state = sandbox.require()
+    except sandbox.SandboxUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if not state.enabled:
+        line = "!" * 78
+        typer.echo(f"{line}\nWARNING: the sandbox is OFF ({state.reason}).\n"
+                   "User code (trainings, pip installs, predictors) runs with the platform's "
+                   "uid and can\nread its secrets and data. See docs/security.md.\n{line}",
+                   err=True)
+
+
 @app.command()
 def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
        port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
@@ -102,10 +126,11 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
                                               envvar="TRAINYARD_DATA_DIR")] = Path(".data"),
        workers: Annotated[int, typer.Option(help="Trainings run at once.")] = 1) -> None:
     """Start the whole platform: database migrations, Redis, the API and a worker."""
-    from app.cli.supervisor import Supervisor, wait_healthy, worker_argv
+    from app.cli.supervisor import API_ONLY_SECRETS, Supervisor, wait_healthy, worker_argv
 
     env = _configure(data_dir)
     data_dir = Path(env["TRAINYARD_DATA_DIR"])
+    _check_sandbox()
     token = _bootstrap_admin(data_dir)
     sup = Supervisor(env=env)
     stopping = False
@@ -128,7 +153,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
         sup.start("api", [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
                           "--host", host, "--port", str(port), "--no-access-log"])
         sup.start("worker", worker_argv([], concurrency=workers, name="trainyard@%h"),
-                  log_file=logs / "worker.log")
+                  log_file=logs / "worker.log", without=API_ONLY_SECRETS)
         url = f"http://{host}:{port}"
         wait_healthy(url, sup)
         _redispatch_pending()
@@ -154,6 +179,7 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to c
     """Start a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL)."""
     from app.cli.supervisor import worker_argv
 
+    _check_sandbox()
     argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],
                        concurrency=concurrency, name=name)
     raise typer.Exit(subprocess.call(argv))

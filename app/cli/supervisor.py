@@ -19,6 +19,8 @@ import psutil
 from app.queue import DEFAULT_QUEUE
 
 PR_SET_PDEATHSIG = 1
+# The worker runs user code: it must not hold what the API alone needs.
+API_ONLY_SECRETS = ("TRAINYARD_ADMIN_TOKEN", "TRAINYARD_SESSION_SECRET")
 
 
 def _die_with_parent() -> None:
@@ -50,10 +52,12 @@ class Supervisor:
     env: dict[str, str]
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
 
-    def start(self, name: str, argv: list[str], *, log_file: Path | None = None) -> None:
-        """Start a child process with the shared environment."""
+    def start(self, name: str, argv: list[str], *, log_file: Path | None = None,
+              without: tuple[str, ...] = ()) -> None:
+        """Start a child process with the shared environment, minus the names in `without`."""
         out = log_file.open("ab") if log_file else None
-        proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
+        env = {k: v for k, v in self.env.items() if k not in without}
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT
                                 if out else None, preexec_fn=_die_with_parent)
         self.procs.append((name, proc))
 
@@ -97,6 +101,17 @@ def read_or_create_secret(path: Path, *, prefix: str = "") -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value + "\n")
     return value
+
+
+def write_redis_config(path: Path, *, port: int, password: str, folder: Path) -> None:
+    """The embedded Redis's configuration (mode 600: it holds the password)."""
+    text = "\n".join([
+        f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"requirepass {password}",
+        'save ""', "appendonly no", f"dir {folder}", f"logfile {folder / 'redis.log'}", ""])
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
 
 
 def wait_healthy(url: str, sup: Supervisor, timeout_s: float = 60) -> None:

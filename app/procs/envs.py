@@ -18,6 +18,14 @@ log_path=...)`, which returns the path of the interpreter to run the training wi
    is rebuilt by the next caller.
 5. pip's output is appended to the training log. A failure raises `RequirementsError` whose
    message, ending with pip's last lines, is meant to be the training's Failed reason.
+6. `sandboxed=True` (the platform's sandbox is on): no code of the chosen packages runs outside
+   the sandbox. The platform resolves and downloads binary wheels only (`--only-binary=:all:`:
+   resolving, downloading and unpacking wheels runs no package code), then pip installs them
+   offline (`--no-index --no-deps`, the exact pins it resolved) inside a sandbox with no
+   network that can write only the new env; the final check, which starts the env's
+   interpreter and so runs any .pth file a package planted, runs in a sandbox too. A package
+   that ships only a source distribution cannot be installed then (the error says so). The
+   finished env is owned by the platform and read-only to runs.
 """
 
 from __future__ import annotations
@@ -30,13 +38,15 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from app.procs import sandbox as sandboxing
+from app.procs import supervise
 from app.procs.environ import BASE_PATH
 from app.procs.logfiles import log_note, tail_lines
 from app.procs.tree import kill_process_tree
@@ -149,6 +159,7 @@ def python_for_requirements(
     cache_dir: Path,
     log_path: Path,
     timeout_s: float = 1800.0,
+    sandboxed: bool = False,
 ) -> str:
     """The interpreter to run a training with, given the pip-requirements.txt beside its code."""
     if not requirements_file.is_file():
@@ -178,7 +189,7 @@ def python_for_requirements(
             log_note(log_path, f"{REQUIREMENTS_FILE}: {'; '.join(check.missing)}; "
                      f"installing into a new environment {env_dir}")
             try:
-                _build(env_dir, base_python, check, reqs, log_path, timeout_s)
+                _build(env_dir, base_python, check, reqs, log_path, timeout_s, sandboxed)
             except BaseException:
                 shutil.rmtree(env_dir, ignore_errors=True)
                 raise
@@ -192,7 +203,7 @@ def python_for_requirements(
 
 
 def _build(env_dir: Path, base_python: str, check: _Check, reqs: list[str], log_path: Path,
-           timeout_s: float) -> None:
+           timeout_s: float, sandboxed: bool) -> None:
     if env_dir.exists():
         shutil.rmtree(env_dir)  # left half-built by a worker that died
     venv = subprocess.run([base_python, "-m", "venv", "--without-pip", str(env_dir)],
@@ -205,42 +216,111 @@ def _build(env_dir: Path, base_python: str, check: _Check, reqs: list[str], log_
     site_dir = subprocess.run(query, capture_output=True, text=True, check=True).stdout.strip()
     lines = [f"import site; site.addsitedir({d!r})\n" for d in check.site_dirs]
     Path(site_dir, "_trainyard_runtime.pth").write_text("".join(lines))
-    start = log_path.stat().st_size if log_path.exists() else 0
-    code = _pip_install(python, reqs, log_path, timeout_s)
-    if code != 0:
-        size = log_path.stat().st_size
-        tail = tail_lines(log_path, PIP_TAIL_LINES, max_bytes=max(size - start, 0))
-        why = "timed out" if code is None else f"failed (exit code {code})"
-        raise RequirementsError(f"{REQUIREMENTS_FILE}: pip install {why}:\n{tail}")
-    still = _check(python, reqs).missing
+    if not sandboxed:
+        _run_pip(_pip_command(python, "install", *reqs), log_path, timeout_s)
+        still = _check(python, reqs).missing
+    else:
+        wheels = env_dir.with_name(f".{env_dir.name}.wheels")
+        try:
+            pins = _download_wheels(python, reqs, wheels, log_path, timeout_s)
+            spec = _install_sandbox(base_python, python, env_dir, wheels)
+            sandboxing.make_writable(env_dir)
+            try:
+                _run_pip(_pip_command(python, "install", "--no-index", "--no-deps",
+                                      "--no-cache-dir", "--find-links", str(wheels), *pins),
+                         log_path, timeout_s, sandbox=spec)
+            finally:
+                _give_back(env_dir)
+            read_only = replace(spec, ro_paths=(wheels, env_dir), rw_paths=())
+            still = _check(python, reqs, sandbox=read_only).missing
+        finally:
+            shutil.rmtree(wheels, ignore_errors=True)
     if still:
         raise RequirementsError(f"{REQUIREMENTS_FILE}: installed, yet {'; '.join(still)}")
 
 
-def _pip_install(python: str, reqs: list[str], log_path: Path, timeout_s: float) -> int | None:
-    """Run pip for the env's interpreter, output into the log; None when it timed out."""
-    command = [sys.executable, "-m", "pip", "--python", python, "install", "--no-input",
-               "--progress-bar", "off", "--disable-pip-version-check", *reqs]
+def _pip_command(python: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pip", "--python", python, *args[:1], "--no-input",
+            "--progress-bar", "off", "--disable-pip-version-check", *args[1:]]
+
+
+def _download_wheels(python: str, reqs: list[str], wheels: Path, log_path: Path,
+                     timeout_s: float) -> list[str]:
+    """Resolve `reqs` for the env to binary wheels and download them; the exact pins."""
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    report = wheels / "report.json"
+    _run_pip(_pip_command(python, "install", "--dry-run", "--only-binary=:all:", "--quiet",
+                          "--report", str(report), *reqs), log_path, timeout_s, binary_only=True)
+    chosen = json.loads(report.read_text()).get("install", [])
+    report.unlink()
+    pins = [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in chosen]
+    if pins:
+        _run_pip(_pip_command(python, "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                              "--dest", str(wheels), *pins), log_path, timeout_s,
+                 binary_only=True)
+    return pins
+
+
+def _install_sandbox(base_python: str, python: str, env_dir: Path,
+                     wheels: Path) -> sandboxing.SandboxSpec:
+    """A sandbox that sees the runtime and the wheels, writes only the env, has no network."""
+    return sandboxing.SandboxSpec(cwd=env_dir, pythons=(sys.executable, base_python, python),
+                               ro_paths=(wheels,), rw_paths=(env_dir,))
+
+
+def _give_back(env_dir: Path) -> None:
+    """Make a built env the platform's again (read-only to runs, whatever pip left)."""
+    if not sandboxing.switches_user():
+        return
+    uid, gid = os.getuid(), os.getgid()
+    for root, dirs, files in os.walk(env_dir):
+        os.lchown(root, uid, gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
+
+
+def _run_pip(command: list[str], log_path: Path, timeout_s: float, *,
+             sandbox: sandboxing.SandboxSpec | None = None, binary_only: bool = False) -> None:
+    """Run pip, output into the log; raise RequirementsError with its last lines if it fails."""
+    start = log_path.stat().st_size if log_path.exists() else 0
+    env = _pip_env() if sandbox is None else _sandbox_env()
     with open(log_path, "ab", buffering=0) as log:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=_pip_env(), start_new_session=True)
+        if sandbox is None:
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        else:
+            proc = supervise.start(command, cwd=sandbox.cwd, env=env, stdout=log, grace_s=5.0,
+                                   sandbox=sandbox)
+    code: int | None
     try:
-        return proc.wait(timeout=timeout_s)
+        code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        kill_process_tree(proc.pid, 5.0)
-        proc.wait()
-        return None
-    except BaseException:
-        kill_process_tree(proc.pid, 5.0)
-        proc.wait()
-        raise
+        code = None
+    finally:
+        if proc.poll() is None:
+            kill_process_tree(proc.pid, 5.0)
+            proc.wait()
+    if code == 0:
+        return
+    size = log_path.stat().st_size
+    tail = tail_lines(log_path, PIP_TAIL_LINES, max_bytes=max(size - start, 0))
+    why = "timed out" if code is None else f"failed (exit code {code})"
+    hint = ("\n(the sandbox installs binary wheels only: a package published only as source "
+            "cannot be installed)") if binary_only else ""
+    raise RequirementsError(f"{REQUIREMENTS_FILE}: pip install {why}:\n{tail}{hint}")
 
 
-def _check(python: str, reqs: list[str]) -> _Check:
+def _check(python: str, reqs: list[str], *,
+           sandbox: sandboxing.SandboxSpec | None = None) -> _Check:
     """Which requirements the interpreter lacks, and where its packages live."""
+    command = [python, "-I", "-c", _CHECKER]
+    env = _pip_env()
+    if sandbox is not None:
+        command, env = sandboxing.wrap(command, sandbox), _sandbox_env()
     try:
-        done = subprocess.run([python, "-I", "-c", _CHECKER], input=json.dumps(reqs),
-                              capture_output=True, text=True, env=_pip_env(), timeout=120)
+        done = subprocess.run(command, input=json.dumps(reqs), capture_output=True, text=True,
+                              env=env, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise RequirementsError(f"cannot run the interpreter {python}: {exc}") from exc
     if done.returncode != 0:
@@ -248,6 +328,12 @@ def _check(python: str, reqs: list[str]) -> _Check:
                                 f"{done.stderr.strip()[-2000:]}")
     data = json.loads(done.stdout)
     return _Check(data["missing"], data["prefix"], data["version"], data["site_dirs"])
+
+
+def _sandbox_env() -> dict[str, str]:
+    """The environment of pip and of the check inside the sandbox: nothing of the platform's."""
+    return {"PATH": BASE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+            "HOME": "/tmp", "TMPDIR": "/tmp"}
 
 
 def _pip_env() -> dict[str, str]:

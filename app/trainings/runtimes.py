@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 
+from app.config import get_settings
 from app.errors import Invalid
+from app.procs.sandbox import Limits
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,19 @@ class Runtime:
 
 @dataclass(frozen=True)
 class Flavor:
-    """An instance type: the Celery queue whose workers run the training."""
+    """An instance type: the Celery queue whose workers run the training, and its sandbox.
+
+    `limits` are the default resource limits of its runs (TRAINYARD_SANDBOX_LIMITS overrides
+    them); `network` whether its runs may open outbound connections by default
+    (TRAINYARD_SANDBOX_NETWORK_FLAVORS adds flavors).
+    """
 
     name: str
     queue: str
     description: str
     legacy_names: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    network: bool = False
 
 
 def _mindspore_version() -> str | None:
@@ -71,6 +80,9 @@ CPU_STANDARD = Flavor(
     queue="trainings.cpu",
     description="CPU training on any worker that consumes the trainings.cpu queue",
     legacy_names=("modelarts.p3.large.public", "modelarts.kat1.xlarge.public"),
+    # Memory is the data segment of each process (MindSpore's CIFAR-10 ResNet50 uses ~3 GB);
+    # threads count as processes; CPU time is left to the wall-clock limit of the training.
+    limits=Limits(memory_mb=16384, processes=1024, file_size_mb=20480, open_files=4096),
 )
 
 _RUNTIMES: tuple[Runtime, ...] = (MINDSPORE_CPU,)
@@ -187,3 +199,19 @@ def get_runtime(name: str) -> Runtime:
     known = ", ".join(r.name for r in _RUNTIMES)
     message = f"unknown runtime {name!r}; this installation has: {known}"
     raise Invalid(message, fields=[{"field": "runtime", "message": message}])
+
+
+def get_flavor(name: str) -> Flavor:
+    """The instance type recorded under `name` on a training (legacy names too)."""
+    return resolve_flavor(name)
+
+
+def sandbox_limits(flavor: Flavor) -> Limits:
+    """The limits of a flavor's runs: its defaults, with TRAINYARD_SANDBOX_LIMITS on top."""
+    override = get_settings().sandbox_limits.get(flavor.name, {})
+    return replace(flavor.limits, **override)
+
+
+def sandbox_network(flavor: Flavor) -> bool:
+    """Whether a flavor's runs may open outbound connections."""
+    return flavor.network or flavor.name in get_settings().sandbox_network_flavors

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
 from app.models import Training, User
+from app.procs import sandbox
 from app.web.session import CSRF_FORM_FIELD, csrf_token, pop_flash
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
@@ -81,7 +82,8 @@ def pretty_json(value: Any) -> str:
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.filters.update(duration=format_duration, filesize=format_size,
                              timestamp=format_time, isotime=iso_time, pretty_json=pretty_json)
-templates.env.globals.update(elapsed_s=elapsed_s, CSRF_FORM_FIELD=CSRF_FORM_FIELD)
+templates.env.globals.update(elapsed_s=elapsed_s, CSRF_FORM_FIELD=CSRF_FORM_FIELD,
+                             sandbox_state=sandbox.state)
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, *,
