@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import psutil
 import pytest
 
 from app.config import get_settings
+from app.procs import services
 from tests.inference_apps import (
     FAKE_APP,
     PROBE_APP,
@@ -183,3 +185,14 @@ def test_runtime_area_is_the_platforms_alone(live: Live, neighbours: dict[str, A
         assert box.stat().st_mode & 0o777 == 0o700
         assert box.parent.stat().st_mode & 0o777 == 0o700
         assert box.parent.stat().st_uid == os.geteuid()
+
+
+def test_boxes_of_dead_api_processes_are_removed(tmp_path: Path) -> None:
+    mine = services.new_box(tmp_path)
+    orphan = services.new_box(tmp_path)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (orphan.root / services.OWNER_FILE).write_text(str(gone.pid))
+    assert services.remove_orphan_boxes(tmp_path) == 1
+    assert mine.inner.is_dir() and not orphan.root.exists()
+    assert mine.root.stat().st_mode & 0o777 == 0o700

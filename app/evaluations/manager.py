@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import storage
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.errors import AppError, NotFound
@@ -32,6 +33,7 @@ from app.evaluations.sources import Subject, repo_subject, training_subject
 from app.models import Evaluation, Repository
 from app.models.base import utcnow
 from app.procs import sandbox as sandboxing
+from app.procs import services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +88,7 @@ class EvaluationManager:
     async def start(self) -> None:
         """Start the idle sweeper (and find out, off the event loop, whether to sandbox Aim)."""
         await asyncio.to_thread(sandboxing.state)
+        await asyncio.to_thread(services.remove_orphan_boxes, storage.runtime_dir("aim"))
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def shutdown(self) -> None:

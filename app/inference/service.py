@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 import time
@@ -30,6 +31,7 @@ from app.inference.schemas import (
 )
 from app.models import Model, Training, TrainingStatus, User
 from app.names import check_name
+from app.procs import services
 from app.trainings import outputs
 from app.trainings.runtimes import get_runtime
 
@@ -63,7 +65,9 @@ def get_manager() -> PredictorManager:
 
 @asynccontextmanager
 async def predictors_lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    """Application lifespan: stop every predictor process when the API shuts down."""
+    """Application lifespan: drop the boxes of dead API processes, stop every predictor when
+    the API shuts down."""
+    await asyncio.to_thread(services.remove_orphan_boxes, storage.runtime_dir("predictors"))
     yield
     if get_manager.cache_info().currsize:
         await get_manager().shutdown()

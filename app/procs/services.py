@@ -21,14 +21,18 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from app.config import get_settings
 from app.procs import sandbox as sandboxing
 
 BOX = "box"
+OWNER_FILE = "owner"  # the pid of the API process that made the box
 # sun_path holds 108 bytes with the final NUL; the name of the socket (and of the temporary
 # name it may be created under) must fit below the box.
 SOCKET_PATH_MAX = 107
@@ -61,10 +65,25 @@ def new_box(parent: Path) -> Box:
                       f"{SOCKET_PATH_MAX} bytes below {parent}): choose a shorter "
                       "TRAINYARD_DATA_DIR")
     root.mkdir(mode=0o700, parents=True)
+    (root / OWNER_FILE).write_text(str(os.getpid()))
     box = Box(root)
     box.inner.mkdir(mode=0o700)
     box.home.mkdir(mode=0o700)
     return box
+
+
+def remove_orphan_boxes(parent: Path) -> int:
+    """Delete the boxes under `parent` whose API process is gone (killed, say); how many."""
+    removed = 0
+    for root in parent.iterdir() if parent.is_dir() else []:
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not psutil.pid_exists(owner):
+            shutil.rmtree(root, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def hand_over(box: Box) -> None:
