@@ -23,6 +23,7 @@ from PIL import Image
 
 from app.config import get_settings
 from app.inference.manager import PredictorManager, PredictorSpec
+from app.procs import sandbox as sandboxing
 from tests.browser import LAPTOP, ConsoleWatch, chromium_missing, launch, screenshot
 from tests.cifar_data import write_cifar_binary
 from tests.conftest import SHARED_DATA
@@ -284,9 +285,11 @@ def test_publish_a_checkpoint_as_a_model_input(live: Live,
     assert "PRETRAIN the best weights" in log
 
 
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
 def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str) -> None:
     monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path / "data"))  # the sandbox's files
+    monkeypatch.setenv("TRAINYARD_SANDBOX", sandbox)  # off: unsandboxed, as before issue 13
     get_settings.cache_clear()
     app = tmp_path / "workspace" / "inference" / "app.py"
     app.parent.mkdir(parents=True)
@@ -308,6 +311,8 @@ def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(
             first = await manager.predict(specs[0], **pixel)
             assert first.cold_start_s is not None and len(first.scores) == len(CLASSES)
             pid_a = manager.running(1)[0].proc.pid
+            tree = psutil.Process(pid_a).children(recursive=True)
+            assert any(p.name() == "bwrap" for p in tree) == sandboxing.state().enabled
             assert (await manager.predict(specs[0], **pixel)).cold_start_s is None
             await manager.predict(specs[1], **pixel)  # over the cap of one: `a` goes
             assert [p.spec.checkpoint.name for p in manager.running(1)] == ["b.ckpt"]
