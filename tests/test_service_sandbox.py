@@ -196,3 +196,21 @@ def test_boxes_of_dead_api_processes_are_removed(tmp_path: Path) -> None:
     assert services.remove_orphan_boxes(tmp_path) == 1
     assert mine.inner.is_dir() and not orphan.root.exists()
     assert mine.root.stat().st_mode & 0o777 == 0o700
+
+
+def test_deleting_the_training_stops_both_sandboxes_entirely(
+        live: Live, neighbours: dict[str, Any]) -> None:
+    client, training_id = neighbours["client"], neighbours["training"]
+    body = client.get(f"/api/v1/trainings/{training_id}/inference").json()
+    shims = [psutil.Process(p["pid"]) for p in body["predictors"]]
+    with sqlite3.connect(live.data_dir / "trainyard.db") as db:
+        [aim_shim] = db.execute("SELECT pid FROM evaluations WHERE training_id = ?",
+                                (training_id,)).fetchone()
+    everything = [psutil.Process(aim_shim), *shims]
+    for shim in list(everything):
+        everything += shim.children(recursive=True)
+    assert any(p.name() == "bwrap" for p in everything)
+    assert client.delete(f"/api/v1/trainings/{training_id}").status_code == 204
+    _gone, alive = psutil.wait_procs(everything, timeout=15)
+    assert alive == []
+    assert not any(Path(s).exists() for s in neighbours["sockets"])
