@@ -214,3 +214,17 @@ def test_deleting_the_training_stops_both_sandboxes_entirely(
     _gone, alive = psutil.wait_procs(everything, timeout=15)
     assert alive == []
     assert not any(Path(s).exists() for s in neighbours["sockets"])
+
+
+def test_links_planted_by_the_training_are_refused(live: Live) -> None:
+    # The run may write its workspace: it links the predictor's files to platform secrets.
+    secret = live.data_dir / "session-secret"
+    plant = TRAIN_WITH_CHECKPOINTS + (
+        "import os\n"
+        f"os.symlink({str(secret)!r}, '../inference/pip-requirements.txt')\n")
+    _, client = live.new_user("link")
+    training_id = completed_training(live, client, fake_repo(client, train=plant))
+    r = predict(client, training_id, image_bytes())
+    assert r.status_code == 502, r.text
+    assert "refused" in r.json()["detail"] and "link" in r.json()["detail"]
+    assert secret.read_text().strip() not in r.text

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -120,10 +121,18 @@ class Prediction:
     cold_start_s: float | None
 
 
-def resolve_python(spec: PredictorSpec) -> str:
-    """The interpreter for the predictor: the runtime's, or an env with app.py's requirements."""
+def resolve_python(spec: PredictorSpec, *, sandboxed: bool) -> str:
+    """The interpreter for the predictor: the runtime's, or an env with app.py's requirements
+    (installed in the sandbox when `sandboxed`: they are packages the user chose)."""
+    if os.path.lexists(spec.requirements):
+        # The platform reads this file: never through a link the training planted.
+        try:
+            services.check_plain_file(spec.requirements, inside=spec.workspace)
+        except OSError as exc:
+            raise envs.RequirementsError(f"refused: {exc}") from exc
     return envs.python_for_requirements(spec.requirements, base_python=spec.base_python,
-                                        cache_dir=spec.envs_cache, log_path=spec.log_path)
+                                        cache_dir=spec.envs_cache, log_path=spec.log_path,
+                                        sandboxed=sandboxed)
 
 
 def log_tail(spec: PredictorSpec) -> str:
@@ -204,12 +213,12 @@ class PredictorManager:
             await self._make_room()
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             spec.log_path.write_bytes(b"")
+            sandboxed = (await asyncio.to_thread(sandboxing.state)).enabled
             try:
-                python = await asyncio.to_thread(resolve_python, spec)
+                python = await asyncio.to_thread(resolve_python, spec, sandboxed=sandboxed)
             except envs.RequirementsError as exc:
                 raise PredictorFailed(f"inference/{envs.REQUIREMENTS_FILE} of training "
                                       f"{spec.training_id}: {exc}") from exc
-            sandboxed = (await asyncio.to_thread(sandboxing.state)).enabled
             try:
                 predictor = self._spawn(spec, python, sandboxed=sandboxed)
             except OSError as exc:
