@@ -15,6 +15,9 @@ Each measurement runs in its own process, one after the other:
 (a) and (b) get ONEDNN_MAX_CPU_ISA (AVX2 unless --isa says otherwise), as the platform sets it;
 (c) runs with PyTorch's defaults. With --repeat N every measurement runs N times, interleaved,
 and the best run counts (other processes on a shared machine only ever slow a run down).
+For (a) and (s) it also prints the CPU time of the whole process tree (user + system, from
+getrusage): the same work costs the same CPU whatever else runs, so on a busy machine the CPU
+ratio shows the sandbox's cost better than images/s do.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -67,13 +71,24 @@ def last_json(output: str) -> dict[str, float]:
     return json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
 
 
+CPU_SECONDS: dict[str, list[float]] = {"a": [], "s": []}
+
+
+def children_cpu_s() -> float:
+    """User + system CPU seconds of every waited-for descendant so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure_sample(args: argparse.Namespace, data: Path, out: Path, env: dict[str, str]) -> float:
     """(a) images/s of train.py from its log lines, compile line excluded."""
     steps = args.steps + args.log_every
+    cpu = children_cpu_s()
     log = run([sys.executable, "train.py", f"--data_url={data}", f"--output_url={out}",
                "--epochs=1", f"--batch_size={args.batch_size}",
                f"--train_limit={steps * args.batch_size}", f"--test_limit={args.batch_size}",
                f"--log_every={args.log_every}", *args.train_arg], env, cwd=TRAIN_DIR)
+    CPU_SECONDS["a"].append(children_cpu_s() - cpu)
     times = [(int(m[1]), float(m[2])) for line in log.splitlines()
              if (m := STEP_LINE.match(line))]
     measured = [ms for step, ms in times if step > args.log_every]
@@ -104,11 +119,13 @@ def measure_sandboxed(args: argparse.Namespace, data: Path, out: Path, isa: str)
             f"--train_limit={steps * args.batch_size}", f"--test_limit={args.batch_size}",
             f"--log_every={args.log_every}", *args.train_arg]
     log_path = home / "log.txt"
+    cpu = children_cpu_s()
     with open(log_path, "wb") as log:
         proc = supervise.start(argv, cwd=TRAIN_DIR, env=env, stdout=log, grace_s=5.0,
                                sandbox=spec)
     if proc.wait(timeout=900) != 0:
         raise RuntimeError(f"the sandboxed run failed:\n{log_path.read_text()[-4000:]}")
+    CPU_SECONDS["s"].append(children_cpu_s() - cpu)
     times = [(int(m[1]), float(m[2])) for line in log_path.read_text().splitlines()
              if (m := STEP_LINE.match(line))]
     measured = [ms for step, ms in times if step > args.log_every]
@@ -184,6 +201,11 @@ def main() -> None:
     if "a" in best and "s" in best:
         print(f"  s/a = {best['s'] / best['a']:.3f}  (sandbox overhead "
               f"{1 - best['s'] / best['a']:.1%}, goal <= 3%)")
+        cpu_a, cpu_s = min(CPU_SECONDS["a"]), min(CPU_SECONDS["s"])
+        print(f"  CPU per run (least of {args.repeat}): (a) {cpu_a:.1f} s, (s) {cpu_s:.1f} s, "
+              f"s/a = {cpu_s / cpu_a:.3f}")
+        print(f"  CPU of each run: (a) {', '.join(f'{x:.1f}' for x in CPU_SECONDS['a'])}; "
+              f"(s) {', '.join(f'{x:.1f}' for x in CPU_SECONDS['s'])}")
     if "a" in best and "b" in best:
         overhead = 1 - best["a"] / best["b"]
         print(f"  a/b = {best['a'] / best['b']:.3f}  (sample overhead {overhead:.1%})")

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -23,6 +24,7 @@ from app.config import get_settings
 from app.procs import envs, sandbox, supervise
 from app.procs.environ import build_env
 from app.procs.tree import kill_process_tree
+from app.trainings.runtimes import get_flavor, sandbox_limits, sandbox_network
 from tests.sandboxing import require_sandbox
 from worker import runner
 from worker.runner import Outcome, RunSpec, build_argv
@@ -328,3 +330,36 @@ def test_a_source_only_package_is_refused_in_the_sandbox(tmp_path: Path, works: 
     with pytest.raises(envs.RequirementsError, match="binary wheels only"):
         envs.python_for_requirements(req, base_python=PYTHON, cache_dir=tmp_path / "envs",
                                      log_path=tmp_path / "log.txt", sandboxed=True)
+
+
+def test_instance_types_get_their_limits_and_network_from_settings(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    flavor = get_flavor("cpu.standard")
+    assert sandbox_limits(flavor).memory_mb == 16384 and not sandbox_network(flavor)
+    monkeypatch.setenv("TRAINYARD_SANDBOX_LIMITS",
+                       '{"cpu.standard": {"memory_mb": 2048, "open_files": null}}')
+    monkeypatch.setenv("TRAINYARD_SANDBOX_NETWORK_FLAVORS", '["cpu.standard"]')
+    get_settings.cache_clear()
+    limits = sandbox_limits(flavor)
+    assert limits.memory_mb == 2048 and limits.open_files is None and limits.processes == 1024
+    assert limits.rlimits()["RLIMIT_DATA"] == 2048 * 1024 * 1024
+    assert "RLIMIT_NOFILE" not in limits.rlimits()
+    assert sandbox_network(flavor)
+
+
+def test_a_network_flavor_keeps_the_hosts_network(tmp_path: Path, works: None) -> None:
+    code, out, home = layout(tmp_path)
+    boot = write(code / "net.py", """
+        import json, os, socket, sys
+        names = [name for _, name in socket.if_nameindex()]
+        json.dump(names, open(os.path.join(sys.argv[1], "found.json"), "w"))
+    """)
+    host = sorted(name for _, name in socket.if_nameindex())
+    for network, expected in ((False, ["lo"]), (True, host)):
+        spec = sandbox.SandboxSpec(cwd=code, pythons=(PYTHON,), ro_paths=(code,),
+                                   rw_paths=(out, home), network=network)
+        env = build_env({}, home=home, runtime_is_mindspore=False, python=PYTHON)
+        proc = supervise.start([PYTHON, str(boot), str(out)], cwd=code, env=env, stdout=None,
+                               grace_s=1.0, sandbox=spec)
+        assert proc.wait(timeout=60) == 0
+        assert sorted(json.loads((out / "found.json").read_text())) == expected

@@ -198,6 +198,7 @@ def test_the_platform_keeps_its_secrets_from_the_worker(live: Live) -> None:
         environ = proc.environ()
         assert not [name for name in SECRET_NAMES if name in environ]
         assert "@127.0.0.1" in environ["TRAINYARD_REDIS_URL"]  # it carries the password
+        assert environ["TRAINYARD_SANDBOX"] == "on"  # auto, settled: no silent downgrade
     password_file = live.data_dir / "redis-password"
     assert password_file.stat().st_mode & 0o777 == 0o600
     assert (live.data_dir / "redis" / "redis.conf").stat().st_mode & 0o777 == 0o600

@@ -58,12 +58,8 @@ def _bootstrap_admin(data_dir: Path) -> str:
 
 def _start_redis(sup: Supervisor, data_dir: Path) -> str:
     """Start the embedded Redis with a generated password (kept in data_dir, mode 600)."""
-    from app.cli.supervisor import (
-        free_port,
-        read_or_create_secret,
-        redis_server_binary,
-        write_redis_config,
-    )
+    from app.cli.supervisor import read_or_create_secret, redis_server_binary, write_redis_config
+    from app.procs.ports import free_port
 
     port = free_port()
     redis_dir = data_dir / "redis"
@@ -102,8 +98,13 @@ def _redispatch_pending() -> int:
     return len(rows)
 
 
-def _check_sandbox() -> None:
-    """Refuse to start when TRAINYARD_SANDBOX=on cannot be honoured; warn loudly when off."""
+def _check_sandbox() -> str:
+    """Refuse to start when TRAINYARD_SANDBOX=on cannot be honoured; warn loudly when off.
+
+    Returns the mode the children must use: once the sandbox works here, `on`, so that a child
+    whose own check fails later (a transient error) refuses to run user code instead of running
+    it unsandboxed.
+    """
     from app.procs import sandbox
 
     try:
@@ -117,6 +118,7 @@ def _check_sandbox() -> None:
                    "User code (trainings, pip installs, predictors) runs with the platform's "
                    "uid and can\nread its secrets and data. See docs/security.md.\n{line}",
                    err=True)
+    return "on" if state.enabled else state.mode
 
 
 @app.command()
@@ -130,7 +132,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
 
     env = _configure(data_dir)
     data_dir = Path(env["TRAINYARD_DATA_DIR"])
-    _check_sandbox()
+    env["TRAINYARD_SANDBOX"] = _check_sandbox()
     token = _bootstrap_admin(data_dir)
     sup = Supervisor(env=env)
     stopping = False
@@ -179,7 +181,7 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to c
     """Start a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL)."""
     from app.cli.supervisor import worker_argv
 
-    _check_sandbox()
+    os.environ["TRAINYARD_SANDBOX"] = _check_sandbox()
     argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],
                        concurrency=concurrency, name=name)
     raise typer.Exit(subprocess.call(argv))

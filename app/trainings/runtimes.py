@@ -80,7 +80,7 @@ CPU_STANDARD = Flavor(
     queue="trainings.cpu",
     description="CPU training on any worker that consumes the trainings.cpu queue",
     legacy_names=("modelarts.p3.large.public", "modelarts.kat1.xlarge.public"),
-    # Memory is the data segment of each process (MindSpore's CIFAR-10 ResNet50 uses ~3 GB);
+    # Memory is the data segment of each process (the ResNet50 sample peaks at 2.4 GB);
     # threads count as processes; CPU time is left to the wall-clock limit of the training.
     limits=Limits(memory_mb=16384, processes=1024, file_size_mb=20480, open_files=4096),
 )
