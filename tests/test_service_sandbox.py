@@ -156,6 +156,28 @@ def test_a_probe_predictor_finds_no_way_out(live: Live, neighbours: dict[str, An
     assert all(v.startswith("refused") for v in report["unix"].values()), report["unix"]
 
 
+def test_a_training_cannot_reach_the_services_sockets(live: Live,
+                                                     neighbours: dict[str, Any]) -> None:
+    probe = ("import json, socket\n"
+             "found = {}\n"
+             f"for path in {neighbours['sockets']!r}:\n"
+             "    try:\n"
+             "        with socket.socket(socket.AF_UNIX) as s:\n"
+             "            s.settimeout(2)\n"
+             "            s.connect(path)\n"
+             "        found[path] = 'connected'\n"
+             "    except OSError as exc:\n"
+             "        found[path] = 'refused: ' + type(exc).__name__\n"
+             "print('PROBE ' + json.dumps(found), flush=True)\n")
+    _, client = live.new_user("tp")
+    training_id = completed_training(live, client, fake_repo(client, train=probe))
+    log = client.get(f"/api/v1/trainings/{training_id}/log").text
+    [line] = [x for x in log.splitlines() if x.startswith("PROBE ")]
+    found = json.loads(line[len("PROBE "):])
+    assert set(found) == set(neighbours["sockets"])
+    assert all(v.startswith("refused") for v in found.values()), found
+
+
 def test_services_run_as_another_user_in_their_own_namespaces(
         live: Live, neighbours: dict[str, Any]) -> None:
     api = _api_process(live)
