@@ -154,6 +154,9 @@ def _processes():
 
 def load(checkpoint_path):
     data = TARGETS["data_dir"]
+    import resource
+    REPORT["limits"] = {name: resource.getrlimit(getattr(resource, name))[0]
+                        for name in ("RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE")}
     REPORT["uid"] = os.getuid()
     REPORT["euid"] = os.geteuid()
     REPORT["env"] = {k: v for k, v in os.environ.items()

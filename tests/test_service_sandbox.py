@@ -132,6 +132,9 @@ def test_a_probe_predictor_finds_no_way_out(live: Live, neighbours: dict[str, An
     assert report["writes"]["tmp"] == report["writes"]["home"] == "written"
 
     assert report["env"] == {}
+    mib = 1024 * 1024
+    assert report["limits"] == {"RLIMIT_DATA": get_settings().service_memory_mb * mib,
+                                "RLIMIT_FSIZE": 1024 * mib, "RLIMIT_NOFILE": 4096}
     assert report["uid"] != 0 and report["euid"] != 0
     if os.geteuid() == 0:
         assert report["uid"] == get_settings().sandbox_uid
@@ -190,6 +193,10 @@ def test_services_run_as_another_user_in_their_own_namespaces(
     for service in (predictor, aim):
         assert service.uids().real != 0 or os.geteuid() != 0
         assert not any(k.startswith("TRAINYARD_") for k in service.environ())
+        limits = Path(f"/proc/{service.pid}/limits").read_text()
+        [data] = [line.split()[3] for line in limits.splitlines()
+                  if line.startswith("Max data size")]
+        assert int(data) == get_settings().service_memory_mb * 1024 * 1024, limits
         for ns in ("pid", "net", "mnt"):
             assert os.readlink(f"/proc/{service.pid}/ns/{ns}") != \
                 os.readlink(f"/proc/{api.pid}/ns/{ns}"), ns
