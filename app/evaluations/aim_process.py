@@ -231,8 +231,10 @@ class AimProcesses:
         return gone
 
     def children(self) -> list[int]:
-        """Pids of the running Aim processes this API process started."""
-        return [pid for pid, child in self._children.items() if child.proc.poll() is None]
+        """Pids of the running Aim processes this API process started and gave a job to (one
+        whose box is still being filled is not among them: no row can name it yet)."""
+        return [pid for pid, child in self._children.items()
+                if child.proc.poll() is None and child.channel is None]
 
     async def stop(self, pid: int | None, *, grace_s: float = 5.0) -> None:
         """Stop the tree of `pid` (its reaper shim): SIGTERM, then SIGKILL after `grace_s`."""
