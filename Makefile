@@ -24,6 +24,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check app worker tests bench samples
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

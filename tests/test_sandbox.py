@@ -363,3 +363,25 @@ def test_a_network_flavor_keeps_the_hosts_network(tmp_path: Path, works: None) -
                                grace_s=1.0, sandbox=spec)
         assert proc.wait(timeout=60) == 0
         assert sorted(json.loads((out / "found.json").read_text())) == expected
+
+
+def test_a_path_reached_through_symlinks_is_the_same_inside(tmp_path: Path, works: None) -> None:
+    real = tmp_path / "real" / "inputs"
+    real.mkdir(parents=True)
+    (real / "data.txt").write_text("same")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "rel").symlink_to("link/inputs")
+    code, out, home = layout(tmp_path)
+    boot = write(code / "read.py", """
+        import json, os, sys
+        paths = sys.argv[2:]
+        json.dump([open(os.path.join(p, "data.txt")).read() for p in paths],
+                  open(os.path.join(sys.argv[1], "found.json"), "w"))
+    """)
+    spec = sandbox.SandboxSpec(cwd=code, pythons=(PYTHON,), ro_paths=(code, tmp_path / "rel"),
+                               rw_paths=(out, home))
+    env = build_env({}, home=home, runtime_is_mindspore=False, python=PYTHON)
+    argv = [PYTHON, str(boot), str(out), str(tmp_path / "rel"), str(real)]
+    proc = supervise.start(argv, cwd=code, env=env, stdout=None, grace_s=1.0, sandbox=spec)
+    assert proc.wait(timeout=60) == 0
+    assert json.loads((out / "found.json").read_text()) == ["same", "same"]

@@ -20,6 +20,7 @@ from app.procs.supervise import REAPER
 from tests.live import ADMIN_TOKEN, Live, start_live
 from tests.repo_files import BOOT_FILES, config, create_repo, processes_naming, submit
 from tests.sandboxing import require_sandbox
+from tests.test_runner import not_installed
 
 FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
 SECRET_NAMES = ("TRAINYARD_ADMIN_TOKEN", "TRAINYARD_SESSION_SECRET")
@@ -191,6 +192,7 @@ def test_the_platform_keeps_its_secrets_from_the_worker(live: Live) -> None:
     require_sandbox()
     health = httpx.get(f"{live.url}/api/v1/health").json()
     assert health["sandbox"] == "on" and health["sandbox_reason"] == ""
+    assert "Sandbox: on (bubblewrap; user code runs as uid" in live.log.read_text()
     tree = psutil.Process(live.proc.pid).children(recursive=True)
     workers = [p for p in tree if "celery" in " ".join(p.cmdline())]
     assert workers
@@ -237,3 +239,23 @@ def test_sandbox_off_is_loud_everywhere(tmp_path: Path) -> None:
         assert 'data-sandbox="off"' not in _signed_in(live, user_token).get("/").text
     finally:
         live.stop()
+
+
+def test_a_training_with_requirements_installs_and_runs_them_sandboxed(live: Live) -> None:
+    require_sandbox()
+    dist, module = not_installed()
+    _, client = live.new_user("pip")
+    uses = f"import {module}, os\nprint('USING', {module}.__file__, os.getuid())\n"
+    files = {**BOOT_FILES, "code/pip-requirements.txt": f"{dist}\n", "code/uses.py": uses}
+    repo = create_repo(client, files)
+    tid = submit(client, repo, config("pip-run", boot_file="uses.py")).json()["id"]
+    done = live.wait_status(client, tid, FINISHED, timeout=300)
+    log = client.get(f"/api/v1/trainings/{tid}/log").text
+    assert done["status"] == "Completed", log
+    assert f"Successfully installed {dist}" in log
+    line = next(x for x in log.splitlines() if x.startswith("USING "))
+    env_dir = line.split()[1].split("/lib/")[0]
+    assert env_dir.startswith(str(live.data_dir / "envs"))
+    if os.geteuid() == 0:
+        assert line.split()[2] == "61000"
+        assert Path(env_dir).stat().st_uid == 0  # the platform's again, read-only to runs

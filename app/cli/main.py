@@ -121,6 +121,15 @@ def _check_sandbox() -> str:
     return "on" if state.enabled else state.mode
 
 
+def _sandbox_line(mode: str) -> str:
+    from app.procs import sandbox
+
+    if mode != "on":
+        return "Sandbox: OFF (see the warning above)"
+    uid, _gid = sandbox.sandbox_ids()
+    return f"Sandbox: on (bubblewrap; user code runs as uid {uid})"
+
+
 @app.command()
 def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
        port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
@@ -162,6 +171,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
         typer.echo(f"Trainyard is running at {url}")
         typer.echo(f"Admin token: {token}")
         typer.echo(f"Data: {data_dir}   Worker log: {logs / 'worker.log'}   Ctrl-C stops.")
+        typer.echo(_sandbox_line(env["TRAINYARD_SANDBOX"]))
         while not stopping:
             problem = sup.failed()
             if problem:

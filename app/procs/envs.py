@@ -216,27 +216,34 @@ def _build(env_dir: Path, base_python: str, check: _Check, reqs: list[str], log_
     site_dir = subprocess.run(query, capture_output=True, text=True, check=True).stdout.strip()
     lines = [f"import site; site.addsitedir({d!r})\n" for d in check.site_dirs]
     Path(site_dir, "_trainyard_runtime.pth").write_text("".join(lines))
-    if not sandboxed:
+    if sandboxed:
+        still = _install_sandboxed(env_dir, base_python, python, reqs, log_path, timeout_s)
+    else:
         _run_pip(_pip_command(python, "install", *reqs), log_path, timeout_s)
         still = _check(python, reqs).missing
-    else:
-        wheels = env_dir.with_name(f".{env_dir.name}.wheels")
-        try:
-            pins = _download_wheels(python, reqs, wheels, log_path, timeout_s)
-            spec = _install_sandbox(base_python, python, env_dir, wheels)
-            sandboxing.make_writable(env_dir)
-            try:
-                _run_pip(_pip_command(python, "install", "--no-index", "--no-deps",
-                                      "--no-cache-dir", "--find-links", str(wheels), *pins),
-                         log_path, timeout_s, sandbox=spec)
-            finally:
-                _give_back(env_dir)
-            read_only = replace(spec, ro_paths=(wheels, env_dir), rw_paths=())
-            still = _check(python, reqs, sandbox=read_only).missing
-        finally:
-            shutil.rmtree(wheels, ignore_errors=True)
     if still:
         raise RequirementsError(f"{REQUIREMENTS_FILE}: installed, yet {'; '.join(still)}")
+
+
+def _install_sandboxed(env_dir: Path, base_python: str, python: str, reqs: list[str],
+                       log_path: Path, timeout_s: float) -> list[str]:
+    """Download wheels outside, install them offline in a sandbox; what is still missing."""
+    wheels = env_dir.with_name(f".{env_dir.name}.wheels")
+    try:
+        pins = _download_wheels(python, reqs, wheels, log_path, timeout_s)
+        spec = sandboxing.SandboxSpec(cwd=env_dir, pythons=(sys.executable, base_python, python),
+                                      ro_paths=(wheels,), rw_paths=(env_dir,))
+        sandboxing.make_writable(env_dir)
+        try:
+            _run_pip(_pip_command(python, "install", "--no-index", "--no-deps", "--no-cache-dir",
+                                  "--find-links", str(wheels), *pins),
+                     log_path, timeout_s, sandbox=spec)
+        finally:
+            sandboxing.take_back(env_dir)
+        read_only = replace(spec, ro_paths=(wheels, env_dir), rw_paths=())
+        return _check(python, reqs, sandbox=read_only).missing
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
 
 
 def _pip_command(python: str, *args: str) -> list[str]:
@@ -260,24 +267,6 @@ def _download_wheels(python: str, reqs: list[str], wheels: Path, log_path: Path,
                               "--dest", str(wheels), *pins), log_path, timeout_s,
                  binary_only=True)
     return pins
-
-
-def _install_sandbox(base_python: str, python: str, env_dir: Path,
-                     wheels: Path) -> sandboxing.SandboxSpec:
-    """A sandbox that sees the runtime and the wheels, writes only the env, has no network."""
-    return sandboxing.SandboxSpec(cwd=env_dir, pythons=(sys.executable, base_python, python),
-                               ro_paths=(wheels,), rw_paths=(env_dir,))
-
-
-def _give_back(env_dir: Path) -> None:
-    """Make a built env the platform's again (read-only to runs, whatever pip left)."""
-    if not sandboxing.switches_user():
-        return
-    uid, gid = os.getuid(), os.getgid()
-    for root, dirs, files in os.walk(env_dir):
-        os.lchown(root, uid, gid)
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, gid)
 
 
 def _run_pip(command: list[str], log_path: Path, timeout_s: float, *,

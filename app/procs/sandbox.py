@@ -23,9 +23,10 @@ Contract
   the dedicated `TRAINYARD_SANDBOX_UID`/`GID` (default 61000, never 0) with no groups, no
   capabilities (bounding set emptied) and no_new_privs before the user's program starts. The
   caller must make what the run writes owned by that uid: `make_writable(path)` does it (a
-  no-op when not root). When the platform is not root, bwrap makes an unprivileged user
-  namespace: the files, processes and network are still isolated, but the run keeps the
-  platform's uid (there is no other uid to switch to).
+  no-op when not root); `take_back(path)` returns a folder to the platform once the sandbox
+  that wrote it has ended (the pip-requirements envs). When the platform is not root, bwrap
+  makes an unprivileged user namespace: the files, processes and network are still isolated,
+  but the run keeps the platform's uid (there is no other uid to switch to).
 - `wrap(argv, spec)` returns the full command line (`bwrap ... -- [setpriv ...] argv`). The
   environment is the caller's: pass the complete, platform-built environment to Popen (no
   TRAINYARD_* or secrets in it; see `app.procs.environ.build_env`). Limits are NOT in the
@@ -54,7 +55,7 @@ from app.config import get_settings
 SETPRIV = "/usr/bin/setpriv"
 ETC_FILES = ("hosts", "resolv.conf", "nsswitch.conf", "host.conf", "ld.so.cache", "ld.so.conf",
              "ld.so.conf.d", "ssl", "ca-certificates", "ca-certificates.conf", "localtime",
-             "alternatives", "mime.types")
+             "alternatives", "mime.types", "pki")
 TOP_LEVEL = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # setpriv needs these to switch to the sandbox uid; it then drops them with everything else.
 _SETPRIV_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
@@ -146,15 +147,26 @@ def sandbox_ids() -> tuple[int, int]:
 
 def make_writable(*paths: Path) -> None:
     """Create the folders and hand them (recursively) to the sandbox uid, when it differs."""
-    uid, gid = sandbox_ids()
     for path in paths:
         path.mkdir(parents=True, exist_ok=True)
-        if not switches_user():
-            continue
-        for root, dirs, files in os.walk(path):
-            os.lchown(root, uid, gid)
-            for name in dirs + files:
-                os.lchown(os.path.join(root, name), uid, gid)
+        if switches_user():
+            _chown_tree(path, *sandbox_ids())
+
+
+def take_back(path: Path) -> None:
+    """Make a folder a sandbox wrote the platform's again (recursively; links not followed).
+
+    Only once nothing runs in that sandbox any more: then nothing can swap a file meanwhile.
+    """
+    if switches_user():
+        _chown_tree(path, os.getuid(), os.getgid())
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    for root, dirs, files in os.walk(path):
+        os.lchown(root, uid, gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, gid)
 
 
 def wrap(argv: Sequence[str], spec: SandboxSpec) -> list[str]:
