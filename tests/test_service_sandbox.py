@@ -257,3 +257,10 @@ def test_links_planted_by_the_training_are_refused(live: Live) -> None:
     assert r.status_code == 502, r.text
     assert "refused" in r.json()["detail"] and "link" in r.json()["detail"]
     assert secret.read_text().strip() not in r.text
+
+
+def test_a_data_dir_too_long_for_unix_sockets_is_refused_clearly(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * (services.SOCKET_PATH_MAX - len(str(tmp_path))))
+    with pytest.raises(OSError, match="too long for unix sockets"):
+        services.new_box(deep)
+    assert not deep.exists()
