@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -37,6 +38,8 @@ from app import storage
 from app.procs import sandbox as sandboxing
 from app.procs import services, supervise
 from app.procs.tree import kill_process_tree
+
+logger = logging.getLogger(__name__)
 
 SERVER_MODULE = "app.evaluations.aim_server"
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +154,11 @@ class AimProcesses:
         if self._spare is None or self._spare.proc.poll() is not None:
             if self._spare is not None:
                 self._discard(self._spare)
-            self._spare = self._spawn()
+                self._spare = None
+            try:
+                self._spare = self._spawn()
+            except OSError:  # the spare only saves time: a launch reports the same error
+                logger.exception("the spare Aim process could not start")
         self._spare_since = time.monotonic()
 
     def retire_spare(self, *, idle_s: float) -> None:
