@@ -7,8 +7,9 @@ Contract
   out); symlinks on the way to a bound path are recreated inside.
   - the runtime, always, read-only: /usr, /bin, /lib*, /sbin, a minimal /etc (passwd and group
     generated with only root and the sandbox user; hosts, resolv.conf, nsswitch.conf, ld.so.*,
-    ssl certificates, localtime), and for each interpreter in `pythons` its installation (a venv,
-    the venv's base Python, resolved through pyvenv.cfg and symlinks);
+    ssl certificates, localtime), /sys/devices/system/cpu (the CPU topology) and for each
+    interpreter in `pythons` its installation (a venv, the venv's base Python, resolved through
+    pyvenv.cfg and symlinks);
   - `ro_paths` read-only (code, inputs, checkpoints), `rw_paths` read-write (outputs, HOME);
     later entries are mounted over earlier ones, so an output folder inside a read-only code
     snapshot is writable;
@@ -57,6 +58,9 @@ ETC_FILES = ("hosts", "resolv.conf", "nsswitch.conf", "host.conf", "ld.so.cache"
              "ld.so.conf.d", "ssl", "ca-certificates", "ca-certificates.conf", "localtime",
              "alternatives", "mime.types", "pki")
 TOP_LEVEL = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# The CPU topology, read by MindSpore's thread pool (core binding) and clocks: without it they
+# fall back to other choices than the same program makes outside.
+SYS_PATHS = ("/sys/devices/system/cpu",)
 # setpriv needs these to switch to the sandbox uid; it then drops them with everything else.
 _SETPRIV_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
 _PROBE_TIMEOUT_S = 20.0
@@ -188,6 +192,9 @@ def wrap(argv: Sequence[str], spec: SandboxSpec) -> list[str]:
     for name in ETC_FILES:
         if os.path.lexists(f"/etc/{name}"):
             ops.bind(Path("/etc", name), read_only=True)
+    for path in SYS_PATHS:
+        if os.path.isdir(path):
+            ops.bind(Path(path), read_only=True)
     etc = _identity_files()
     ops.add("--ro-bind", str(etc / "passwd"), "/etc/passwd",
             "--ro-bind", str(etc / "group"), "/etc/group")
