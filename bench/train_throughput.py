@@ -8,6 +8,7 @@ Each measurement runs in its own process, one after the other:
       includes graph compilation, left out);
   (s) the same, inside the platform's sandbox (app.procs: the reaper shim, bubblewrap, the
       sandbox uid when root, the cpu.standard limits, the environment the platform builds);
+  (p) the same as (s) without bubblewrap: what the worker runs with TRAINYARD_SANDBOX=off;
   (b) the same network and batch in a minimal MindSpore TrainOneStepCell loop
       (bench/ms_plain_step.py);
   (c) the same network in PyTorch on the CPU (bench/torch_resnet50.py), in bench/.venv-torch,
@@ -71,7 +72,7 @@ def last_json(output: str) -> dict[str, float]:
     return json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
 
 
-CPU_SECONDS: dict[str, list[float]] = {"a": [], "s": []}
+CPU_SECONDS: dict[str, list[float]] = {"a": [], "s": [], "p": []}
 
 
 def children_cpu_s() -> float:
@@ -97,8 +98,10 @@ def measure_sample(args: argparse.Namespace, data: Path, out: Path, env: dict[st
     return args.batch_size * 1000 / mean(measured)
 
 
-def measure_sandboxed(args: argparse.Namespace, data: Path, out: Path, isa: str) -> float:
-    """(s) images/s of train.py in the sandbox, set up as the worker sets up a training."""
+def measure_sandboxed(args: argparse.Namespace, data: Path, out: Path, isa: str, *,
+                      sandboxed: bool = True) -> float:
+    """(s) images/s of train.py in the sandbox, set up as the worker sets up a training; (p)
+    the same start without the sandbox."""
     from app.procs import sandbox, supervise
     from app.procs.environ import build_env
     from app.trainings.runtimes import CPU_STANDARD, sandbox_limits
@@ -122,10 +125,10 @@ def measure_sandboxed(args: argparse.Namespace, data: Path, out: Path, isa: str)
     cpu = children_cpu_s()
     with open(log_path, "wb") as log:
         proc = supervise.start(argv, cwd=TRAIN_DIR, env=env, stdout=log, grace_s=5.0,
-                               sandbox=spec)
+                               sandbox=spec if sandboxed else None)
     if proc.wait(timeout=900) != 0:
         raise RuntimeError(f"the sandboxed run failed:\n{log_path.read_text()[-4000:]}")
-    CPU_SECONDS["s"].append(children_cpu_s() - cpu)
+    CPU_SECONDS["s" if sandboxed else "p"].append(children_cpu_s() - cpu)
     times = [(int(m[1]), float(m[2])) for line in log_path.read_text().splitlines()
              if (m := STEP_LINE.match(line))]
     measured = [ms for step, ms in times if step > args.log_every]
@@ -180,6 +183,9 @@ def main() -> None:
         for attempt in range(1, args.repeat + 1):
             if "a" in args.only:
                 results["a"].append(measure_sample(args, data, Path(tmp) / f"out{attempt}", ms_env))
+            if "p" in args.only:
+                results["p"].append(measure_sandboxed(args, data, Path(tmp) / f"pl{attempt}",
+                                                      args.isa, sandboxed=False))
             if "s" in args.only:
                 results["s"].append(measure_sandboxed(args, data, Path(tmp) / f"sbx{attempt}",
                                                       args.isa))
@@ -190,7 +196,8 @@ def main() -> None:
             print(f"run {attempt}: " + ", ".join(f"({k}) {v[-1]:.1f}" for k, v in results.items()),
                   flush=True)
     names = {"a": "sample train.py (as the platform runs it)", "b": "plain MindSpore loop",
-             "c": "PyTorch CPU baseline", "s": "sample train.py in the sandbox"}
+             "c": "PyTorch CPU baseline", "s": "sample train.py in the sandbox",
+             "p": "the same start, sandbox off"}
     best = {key: max(values) for key, values in results.items()}
     print(f"\nResNet50, CIFAR 32x32, batch {args.batch_size}, {os.cpu_count()} cores, "
           f"ONEDNN_MAX_CPU_ISA={args.isa or '(default)'} for MindSpore; best of {args.repeat}")
@@ -198,14 +205,15 @@ def main() -> None:
         print(f"  ({key}) {names[key]:42s} {value:7.1f} images/s")
     if "a" in best and "c" in best:
         print(f"  a/c = {best['a'] / best['c']:.2f}  (goal >= 1.0)")
-    if "a" in best and "s" in best:
-        print(f"  s/a = {best['s'] / best['a']:.3f}  (sandbox overhead "
-              f"{1 - best['s'] / best['a']:.1%}, goal <= 3%)")
-        cpu_a, cpu_s = min(CPU_SECONDS["a"]), min(CPU_SECONDS["s"])
-        print(f"  CPU per run (least of {args.repeat}): (a) {cpu_a:.1f} s, (s) {cpu_s:.1f} s, "
-              f"s/a = {cpu_s / cpu_a:.3f}")
-        print(f"  CPU of each run: (a) {', '.join(f'{x:.1f}' for x in CPU_SECONDS['a'])}; "
-              f"(s) {', '.join(f'{x:.1f}' for x in CPU_SECONDS['s'])}")
+    base = "p" if "p" in best else "a"
+    if base in best and "s" in best:
+        print(f"  s/{base} = {best['s'] / best[base]:.3f}  (sandbox overhead "
+              f"{1 - best['s'] / best[base]:.1%}, goal <= 3%)")
+        cpu_base, cpu_s = min(CPU_SECONDS[base]), min(CPU_SECONDS["s"])
+        print(f"  CPU per run (least of {args.repeat}): ({base}) {cpu_base:.1f} s, "
+              f"(s) {cpu_s:.1f} s, s/{base} = {cpu_s / cpu_base:.3f}")
+        print("  CPU of each run: " + "; ".join(
+            f"({k}) {', '.join(f'{x:.1f}' for x in v)}" for k, v in CPU_SECONDS.items() if v))
     if "a" in best and "b" in best:
         overhead = 1 - best["a"] / best["b"]
         print(f"  a/b = {best['a'] / best['b']:.3f}  (sample overhead {overhead:.1%})")

@@ -192,9 +192,9 @@ def wrap(argv: Sequence[str], spec: SandboxSpec) -> list[str]:
     for name in ETC_FILES:
         if os.path.lexists(f"/etc/{name}"):
             ops.bind(Path("/etc", name), read_only=True)
-    for path in SYS_PATHS:
-        if os.path.isdir(path):
-            ops.bind(Path(path), read_only=True)
+    for system in SYS_PATHS:
+        if os.path.isdir(system):
+            ops.bind(Path(system), read_only=True)
     etc = _identity_files()
     ops.add("--ro-bind", str(etc / "passwd"), "/etc/passwd",
             "--ro-bind", str(etc / "group"), "/etc/group")
