@@ -13,7 +13,6 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +42,9 @@ TRAIN_WITH_METRICS = TRAIN_WITH_CHECKPOINTS + (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def sandbox_works(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def sandbox_works() -> None:
     """Skip only where this kernel cannot run the sandbox (and never in CI)."""
-    previous = os.environ.get("TRAINYARD_DATA_DIR")
-    # The probe writes the sandbox's /etc/passwd into the data dir: not the checkout's.
-    os.environ["TRAINYARD_DATA_DIR"] = str(tmp_path_factory.mktemp("probe-settings"))
-    get_settings.cache_clear()
-    try:
-        require_sandbox()
-    finally:
-        if previous is None:
-            del os.environ["TRAINYARD_DATA_DIR"]
-        else:
-            os.environ["TRAINYARD_DATA_DIR"] = previous
-        get_settings.cache_clear()
-    yield
+    require_sandbox()
 
 
 def _api_process(live: Live) -> psutil.Process:
