@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     max_evaluations: int = Field(default=4, description="Concurrent Aim UI processes.")
     inference_idle_s: int = Field(default=30 * 60, description="Idle predictors stop after this.")
     max_predictors: int = 4
+    service_memory_mb: int = Field(default=4096, ge=64, description="Memory limit (RLIMIT_DATA) "
+                                   "of each predictor and Aim UI process.")
 
     session_secret: str | None = Field(default=None, description="Signs browser sessions; "
                                        "generated and kept in data_dir when unset.")

@@ -54,6 +54,20 @@ def envs_dir() -> Path:
     return data_root() / "envs"
 
 
+def runtime_dir(*parts: str) -> Path:
+    """A folder of the runtime area (service sockets, sandbox folders), mode 0700.
+
+    Only the platform's uid may open it: the unix sockets of Aim UIs and predictors live
+    below, so no other local user and no sandboxed run (which never has it mounted) reaches them.
+    """
+    path = data_root() / "run"
+    for part in (None, *parts):
+        path = path if part is None else path / part
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is masked by the umask
+    return path
+
+
 def tmp_dir() -> Path:
     """Scratch space on the data dir's filesystem, so finished work can be renamed into place."""
     path = data_root() / "tmp"

@@ -1,6 +1,6 @@
 """Click -> report: how long from "Start evaluation" to Aim's UI answering through Trainyard.
 
-    .venv/bin/python bench/evaluation.py [--runs 5] [--epochs 30]
+    .venv/bin/python bench/evaluation.py [--runs 5] [--epochs 30] [--sandbox auto|on|off]
 
 Starts its own `trainyard up` in a temporary folder, runs one training that tracks loss and
 accuracy into an Aim repository and prints MindSpore LossMonitor-style lines (`--epochs` x 39
@@ -18,7 +18,6 @@ Prints medians (and min/max) in seconds.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import subprocess
 import sys
@@ -91,9 +90,6 @@ def click_to_report(live: Live, client: httpx.Client, tid: int, body: dict[str, 
     """Seconds from the POST to the proxied index, and to the proxied Aim API, answering."""
     api = f"/api/v1/trainings/{tid}/evaluation"
     client.delete(api)
-    if body["type"] == "standard":
-        shutil.rmtree(live.data_dir / "trainings" / str(tid) / "evaluation" / "repo",
-                      ignore_errors=True)
     if warm:
         client.get(api)  # what opening the training page does
         time.sleep(6)
@@ -147,9 +143,12 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--sandbox", choices=("auto", "on", "off"), default="auto",
+                        help="TRAINYARD_SANDBOX of the platform measured")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="trainyard-bench-") as tmp:
-        live = start_live(Path(tmp) / "data", workers=1)
+        live = start_live(Path(tmp) / "data", workers=1,
+                          extra_env={"TRAINYARD_SANDBOX": args.sandbox})
         try:
             _, client = live.new_user("bench")
             client.timeout = httpx.Timeout(120)

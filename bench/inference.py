@@ -1,6 +1,6 @@
 """Inference benchmark: REST latency and throughput against the raw MindSpore forward pass.
 
-    .venv/bin/python bench/inference.py [--requests 60] [--clients 8]
+    .venv/bin/python bench/inference.py [--requests 60] [--clients 8] [--sandbox auto|on|off]
 
 It starts `trainyard up` on a scratch data dir (tests/live.py), forks the ResNet50 sample,
 writes a checkpoint of the sample's network through a short training on the platform (a boot
@@ -245,6 +245,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--app", type=Path, help="benchmark this inference/app.py instead of "
                         "the sample's")
+    parser.add_argument("--sandbox", choices=("auto", "on", "off"), default="auto",
+                        help="TRAINYARD_SANDBOX of the platform measured")
     if len(sys.argv) > 1 and sys.argv[1] == "--raw":
         raw_main(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
         return
@@ -254,7 +256,8 @@ def main() -> None:
     image = SHARED_EXAMPLE if SHARED_EXAMPLE.is_file() else BUNDLED_EXAMPLE
     data = image.read_bytes()
     with tempfile.TemporaryDirectory(prefix="trainyard-bench-") as scratch:
-        live = start_live(Path(scratch) / "data", workers=1)
+        live = start_live(Path(scratch) / "data", workers=1,
+                          extra_env={"TRAINYARD_SANDBOX": args.sandbox})
         try:
             client, tid, _repo = prepare_training(live, args.app)
             workspace = live.data_dir / "trainings" / str(tid) / "workspace"

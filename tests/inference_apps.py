@@ -106,3 +106,81 @@ def predict(client: httpx.Client, training_id: int, data: bytes, *,
     form: dict[str, Any] = {"checkpoint": checkpoint} if checkpoint else {}
     return client.post(f"/api/v1/trainings/{training_id}/predict", data=form,
                        files={"file": (filename, data, "application/octet-stream")})
+
+# A predictor that tries to get out of its sandbox and answers with what it found: one label,
+# the JSON report. __TARGETS__ is filled in by the test: the data dir, the loopback ports of
+# the API, Redis and PostgreSQL, and the unix sockets of other predictors and Aim UIs.
+PROBE_APP = '''
+import glob, json, os, socket
+
+TARGETS = __TARGETS__
+REPORT = {}
+
+def _try(fn):
+    try:
+        return fn()
+    except Exception as exc:
+        return "refused: " + type(exc).__name__
+
+def _read(path):
+    with open(path, "rb") as f:
+        return "read %d bytes" % len(f.read(64))
+
+def _connect_tcp(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        return "connected"
+
+def _connect_unix(path):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(2)
+        sock.connect(path)
+        return "connected"
+
+def _write(path):
+    with open(path, "w") as f:
+        f.write("probe was here")
+    return "written"
+
+def _processes():
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        cmd = _try(lambda: open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\\0", b" ")
+                   .decode(errors="replace"))
+        env = _try(lambda: open("/proc/%s/environ" % pid, "rb").read().decode(errors="replace"))
+        found[pid] = {"cmdline": cmd[:200], "secret_in_environ": "TRAINYARD_" in env}
+    return found
+
+def load(checkpoint_path):
+    data = TARGETS["data_dir"]
+    import resource
+    REPORT["limits"] = {name: resource.getrlimit(getattr(resource, name))[0]
+                        for name in ("RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE")}
+    REPORT["uid"] = os.getuid()
+    REPORT["euid"] = os.geteuid()
+    REPORT["env"] = {k: v for k, v in os.environ.items()
+                     if k.startswith("TRAINYARD_") or any(w in k.upper() for w in
+                                                          ("TOKEN", "SECRET", "REDIS", "DATABASE"))}
+    REPORT["processes"] = _processes()
+    REPORT["data_dir_list"] = _try(lambda: sorted(os.listdir(data)))
+    REPORT["reads"] = {name: _try(lambda: _read(os.path.join(data, name)))
+                       for name in ("trainyard.db", "session-secret")}
+    REPORT["other_repos"] = _try(lambda: sorted(os.listdir(os.path.join(data, "repos"))))
+    REPORT["runtime_area"] = _try(lambda: sorted(os.listdir(os.path.join(data, "run"))))
+    REPORT["globbed_sockets"] = glob.glob(os.path.join(data, "run", "**", "*.sock"),
+                                          recursive=True)
+    REPORT["writes"] = {"data_dir": _try(lambda: _write(os.path.join(data, "probe.txt"))),
+                        "checkpoint": _try(lambda: _write(checkpoint_path)),
+                        "own_code": _try(lambda: _write(os.path.join(os.path.dirname(
+                            os.path.abspath(__file__)), "probe.txt"))),
+                        "tmp": _try(lambda: _write("/tmp/probe.txt")),
+                        "home": _try(lambda: _write(os.path.join(os.path.expanduser("~"),
+                                                                 "probe.txt")))}
+    REPORT["tcp"] = {str(port): _try(lambda: _connect_tcp(port)) for port in TARGETS["ports"]}
+    REPORT["unix"] = {path: _try(lambda: _connect_unix(path)) for path in TARGETS["sockets"]}
+    REPORT["checkpoint"] = _try(lambda: _read(checkpoint_path))
+
+def predict(image):
+    return {json.dumps(REPORT): 1.0}
+'''

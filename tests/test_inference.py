@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import shutil
 import struct
 import sys
 import tarfile
+import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +21,9 @@ import psutil
 import pytest
 from PIL import Image
 
+from app.config import get_settings
 from app.inference.manager import PredictorManager, PredictorSpec
+from app.procs import sandbox as sandboxing
 from tests.browser import LAPTOP, ConsoleWatch, chromium_missing, launch, screenshot
 from tests.cifar_data import write_cifar_binary
 from tests.conftest import SHARED_DATA
@@ -281,18 +285,24 @@ def test_publish_a_checkpoint_as_a_model_input(live: Live,
     assert "PRETRAIN the best weights" in log
 
 
-def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sandbox", ["auto", "off"])
+def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str) -> None:
+    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path / "data"))  # the sandbox's files
+    monkeypatch.setenv("TRAINYARD_SANDBOX", sandbox)  # off: unsandboxed, as before issue 13
+    get_settings.cache_clear()
     app = tmp_path / "workspace" / "inference" / "app.py"
     app.parent.mkdir(parents=True)
     app.write_text(FAKE_APP)
     specs = []
+    run = Path(tempfile.mkdtemp(prefix="ty-"))  # short: the sockets' paths must fit 107 bytes
     for name in ("a", "b"):
-        checkpoint = tmp_path / f"{name}.ckpt"
+        checkpoint = tmp_path / "workspace" / f"{name}.ckpt"
         checkpoint.write_bytes(name.encode() * 10)
         specs.append(PredictorSpec(training_id=1, app_path=app, checkpoint=checkpoint,
                                    base_python=sys.executable, home=tmp_path / "home",
                                    log_path=tmp_path / f"{name}.log",
-                                   envs_cache=tmp_path / "envs"))
+                                   envs_cache=tmp_path / "envs", runtime_dir=run))
     pixel = {"width": 2, "height": 2, "rgb": bytes(range(12))}
 
     async def scenario() -> None:
@@ -301,6 +311,8 @@ def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(tmp_pat
             first = await manager.predict(specs[0], **pixel)
             assert first.cold_start_s is not None and len(first.scores) == len(CLASSES)
             pid_a = manager.running(1)[0].proc.pid
+            tree = psutil.Process(pid_a).children(recursive=True)
+            assert any(p.name() == "bwrap" for p in tree) == sandboxing.state().enabled
             assert (await manager.predict(specs[0], **pixel)).cold_start_s is None
             await manager.predict(specs[1], **pixel)  # over the cap of one: `a` goes
             assert [p.spec.checkpoint.name for p in manager.running(1)] == ["b.ckpt"]
@@ -314,7 +326,11 @@ def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(tmp_pat
             await manager.shutdown()
         assert manager.predictors == {} and not psutil.pid_exists(pid)
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        get_settings.cache_clear()
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.mark.browser

@@ -1,31 +1,53 @@
 """Aim UI processes owned by this API process: a pre-warmed spare, launch, liveness, stop.
 
-Each Aim UI runs `python -m app.evaluations.aim_server` in its own process group, with
-PR_SET_PDEATHSIG so it dies with the API process. Spawn only from the event loop's thread:
-the death signal follows the *thread* that forked, and thread-pool threads come and go.
+Each Aim UI runs `python -m app.evaluations.aim_server` under the reaper shim
+(`app.procs.supervise`), in the sandbox when `app.procs.sandbox.state()` allows, so it dies
+with the API process and takes everything it started along. Spawn only from the event loop's
+thread: the death signal follows the *thread* that forked, and thread-pool threads come and go.
+
+Every process gets a box (`app.procs.services`): `run/aim/<token>/` in the data dir's
+runtime area (0700, the platform's), holding `warm.log` (what it printed before it got a job),
+`build.json` (the build it was given) and `box/`, its only writable folder: the socket
+`aim.sock`, the copies of what it reads, the repository it serves, its HOME. In the sandbox it
+sees the runtime and Trainyard's `app/` package read-only, the repository template read-only,
+its box, a private /tmp, no network and no platform process. The spare is started before
+anyone knows what it will serve, so whatever it reads is copied into its box before the spec
+is sent: a private copy, which Aim may write to (it indexes the repository and keeps its UI
+tables there). The spec arrives on stdin, a unix socket, with the log's file descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
+import logging
 import os
-import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil
 
 from app import storage
+from app.procs import sandbox as sandboxing
+from app.procs import services, supervise
+from app.procs.tree import kill_process_tree
+
+logger = logging.getLogger(__name__)
 
 SERVER_MODULE = "app.evaluations.aim_server"
-PR_SET_PDEATHSIG = 1
 ROOT = Path(__file__).resolve().parents[2]
+APP_PACKAGE = ROOT / "app"
+SOCKET_NAME = "aim.sock"
+
+# Builds the box's inputs and returns the spec (without `socket`); runs in a thread.
+Stager = Callable[[Path], dict[str, Any]]
 
 
 def evaluations_root() -> Path:
@@ -38,14 +60,16 @@ def template_dir() -> Path:
     return evaluations_root() / "aim-template"
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def box_of(socket_path: str | Path) -> Path:
+    """The platform's folder of the Aim process listening on `socket_path`."""
+    return Path(socket_path).parent.parent
 
 
-def _child_env() -> dict[str, str]:
-    # Aim needs none of Trainyard's settings (database URL, secrets): keep them out.
-    return {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "CELERY"))}
+def child_env(home: Path, tmp: Path) -> dict[str, str]:
+    """Aim's whole environment, made from scratch: nothing of Trainyard's settings or secrets."""
+    return {"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(home), "TMPDIR": str(tmp),
+            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def is_aim_process(pid: int) -> bool:
@@ -57,58 +81,140 @@ def is_aim_process(pid: int) -> bool:
         return False
 
 
+@dataclass
+class AimChild:
+    """A started Aim process, its box and the channel its spec goes through."""
+
+    proc: subprocess.Popen[bytes]
+    box: services.Box
+    channel: socket.socket | None
+
+    @property
+    def socket(self) -> Path:
+        """Where it will serve."""
+        return self.box.inner / SOCKET_NAME
+
+
 class AimProcesses:
     """The Aim UI processes this API process started, plus one spare warmed up ahead of need."""
 
     def __init__(self) -> None:
-        self._spare: subprocess.Popen[bytes] | None = None
+        self._spare: AimChild | None = None
         self._spare_since = 0.0
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children: dict[int, AimChild] = {}
+        self._template_maker: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        root = evaluations_root()
-        root.mkdir(parents=True, exist_ok=True)
-        log: IO[bytes] = (root / "spare.log").open("ab")
+    def _ensure_template(self) -> Path | None:
+        """The template if it exists; otherwise start making it (once) and return None."""
+        template = template_dir()
+        if (template / ".aim").is_dir():
+            return template
+        if self._template_maker is None or self._template_maker.poll() is not None:
+            # Only Trainyard's code and no user data run here: no sandbox is needed.
+            evaluations_root().mkdir(parents=True, exist_ok=True)
+            home = storage.runtime_dir("aim", "template-home")
+            with (evaluations_root() / "template.log").open("ab") as log:
+                self._template_maker = supervise.start(
+                    [sys.executable, "-m", SERVER_MODULE, "--make-template", str(template)],
+                    cwd=ROOT, env=child_env(home, home), stdout=log, grace_s=1.0)
+        return None
+
+    def _spawn(self) -> AimChild:
+        box = services.new_box(storage.runtime_dir("aim"))
+        template = self._ensure_template()
+        argv = [sys.executable, "-m", SERVER_MODULE]
+        if template is not None:
+            argv += ["--template", str(template)]
+        sandbox = None
+        if sandboxing.state().enabled:
+            # Not the box: bwrap changes into it before it drops root, without the capability
+            # to enter a folder of the sandbox uid's.
+            sandbox = services.service_sandbox(
+                box, cwd=Path("/tmp"), pythons=[sys.executable],
+                read_only=[APP_PACKAGE, *([template] if template is not None else [])])
+            env = child_env(box.home, Path("/tmp"))
+            services.hand_over(box)
+        else:
+            env = child_env(box.home, box.home)
+        ours, theirs = socket.socketpair()
         try:
-            return subprocess.Popen(
-                [sys.executable, "-m", SERVER_MODULE, "--template", str(template_dir())],
-                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                env=_child_env(), start_new_session=True, preexec_fn=_die_with_parent)
+            with (box.root / "warm.log").open("ab") as log:
+                proc = supervise.start(argv, cwd=box.inner, env=env, stdout=log, grace_s=1.0,
+                                       sandbox=sandbox, stdin=theirs.fileno())
+        except BaseException:
+            ours.close()
+            storage.remove_tree(box.root)
+            raise
         finally:
-            log.close()
+            theirs.close()
+        return AimChild(proc, box, ours)
 
     def prewarm(self) -> None:
         """Have a spare process importing Aim in the background (a no-op if one is ready)."""
-        if self._spare is None or self._spare.poll() is not None:
-            self._spare = self._spawn()
+        if self._spare is None or self._spare.proc.poll() is not None:
+            if self._spare is not None:
+                self._discard(self._spare)
+                self._spare = None
+            try:
+                self._spare = self._spawn()
+            except OSError:  # the spare only saves time: a launch reports the same error
+                logger.exception("the spare Aim process could not start")
         self._spare_since = time.monotonic()
 
     def retire_spare(self, *, idle_s: float) -> None:
         """Stop the spare when nobody looked at an evaluation for `idle_s` seconds."""
         if self._spare is not None and time.monotonic() - self._spare_since > idle_s:
             spare, self._spare = self._spare, None
-            self._children[spare.pid] = spare  # stopped and reaped like the others
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(spare.pid, signal.SIGTERM)
+            self._children[spare.proc.pid] = spare  # stopped and reaped like the others
+            if spare.channel is not None:  # end of input: it exits without serving
+                spare.channel.close()
+                spare.channel = None
 
-    def launch(self, spec: dict[str, Any]) -> int:
-        """Hand `spec` to the spare (or a fresh process) and return its pid."""
-        proc = self._spare if self._spare is not None and self._spare.poll() is None else None
+    async def launch(self, stage: Stager, *, log: Path) -> tuple[int, str]:
+        """Hand a job to the spare (or a fresh process): (its pid, the socket it will serve)."""
+        child = self._spare if self._spare is not None and self._spare.proc.poll() is None \
+            else None
         self._spare = None
-        if proc is None:
-            proc = self._spawn()
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write((json.dumps(spec) + "\n").encode())
-            proc.stdin.close()
-        except BrokenPipeError:  # the spare died just now: start one for this spec
-            proc = self._spawn()
-            assert proc.stdin is not None
-            proc.stdin.write((json.dumps(spec) + "\n").encode())
-            proc.stdin.close()
-        self._children[proc.pid] = proc
+        for attempt in range(2):
+            if child is None:
+                child = self._spawn()
+            self._children[child.proc.pid] = child
+            try:
+                spec = await asyncio.to_thread(self._stage, stage, child.box)
+                self._send(child, {**spec, "socket": str(child.socket)}, log=log)
+                break
+            except (BrokenPipeError, ConnectionError):  # it died just now: use a fresh one
+                await self.stop(child.proc.pid, grace_s=0.5)
+                child = None
+                if attempt:
+                    raise
+            except BaseException:
+                await self.stop(child.proc.pid, grace_s=0.5)
+                raise
+        assert child is not None
         self.prewarm()
-        return proc.pid
+        return child.proc.pid, str(child.socket)
+
+    @staticmethod
+    def _stage(stage: Stager, box: services.Box) -> dict[str, Any]:
+        spec = stage(box.inner)
+        services.hand_over(box)  # the copies become the sandboxed process's to write
+        return spec
+
+    def _send(self, child: AimChild, spec: dict[str, Any], *, log: Path) -> None:
+        assert child.channel is not None
+        if spec.get("build"):
+            (child.box.root / "build.json").write_text(
+                json.dumps(spec["build"]["fingerprint"]))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644)
+        try:
+            socket.send_fds(child.channel, [(json.dumps(spec) + "\n").encode()], [fd])
+        finally:
+            os.close(fd)
+            child.channel.close()
+            child.channel = None
 
     def owns(self, pid: int) -> bool:
         """True when this API process started `pid` and it has not been reaped."""
@@ -120,41 +226,46 @@ class AimProcesses:
             return False
         own = self._children.get(pid)
         if own is not None:
-            return own.poll() is None
+            return own.proc.poll() is None
         return is_aim_process(pid)
 
     def reap(self) -> dict[int, int]:
-        """Forget exited children; returns their pids with exit codes."""
-        gone = {pid: code for pid, proc in self._children.items()
-                if (code := proc.poll()) is not None}
+        """Forget exited children (and drop their boxes); returns their pids with exit codes."""
+        gone = {pid: code for pid, child in self._children.items()
+                if (code := child.proc.poll()) is not None}
         for pid in gone:
-            del self._children[pid]
+            self._discard(self._children.pop(pid))
         return gone
 
     def children(self) -> list[int]:
-        """Pids of the running Aim processes this API process started."""
-        return [pid for pid, proc in self._children.items() if proc.poll() is None]
+        """Pids of the running Aim processes this API process started and gave a job to (one
+        whose box is still being filled is not among them: no row can name it yet)."""
+        return [pid for pid, child in self._children.items()
+                if child.proc.poll() is None and child.channel is None]
 
     async def stop(self, pid: int | None, *, grace_s: float = 5.0) -> None:
-        """SIGTERM the process group of `pid`, SIGKILL it after `grace_s`."""
+        """Stop the tree of `pid` (its reaper shim): SIGTERM, then SIGKILL after `grace_s`."""
         if pid is None or not (self.owns(pid) or is_aim_process(pid)):
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        while self.alive(pid) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        await asyncio.to_thread(kill_process_tree, pid, grace_s)
         own = self._children.pop(pid, None)
         if own is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                own.wait(timeout=2)
+                own.proc.wait(timeout=2)
+            self._discard(own)
+
+    def _discard(self, child: AimChild) -> None:
+        if child.channel is not None:
+            child.channel.close()
+            child.channel = None
+        storage.remove_tree(child.box.root)
 
     async def shutdown(self) -> None:
         """Stop every process this API process started, the spare included."""
         if self._spare is not None:
-            self._children[self._spare.pid] = self._spare
+            self._children[self._spare.proc.pid] = self._spare
             self._spare = None
         await asyncio.gather(*(self.stop(pid, grace_s=3.0) for pid in list(self._children)))
+        if self._template_maker is not None and self._template_maker.poll() is None:
+            await asyncio.to_thread(kill_process_tree, self._template_maker.pid, 1.0)
+            self._template_maker.wait()

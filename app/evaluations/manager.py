@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -23,33 +22,30 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import storage
 from app.config import get_settings
 from app.db import get_sessionmaker
 from app.errors import AppError, NotFound
-from app.evaluations import service
+from app.evaluations import service, staging
 from app.evaluations.aim_process import AimProcesses
 from app.evaluations.schemas import EvaluationPublic
 from app.evaluations.sources import Subject, repo_subject, training_subject
 from app.models import EVALUATION_ACTIVE, Evaluation, EvaluationStatus, Repository
 from app.models.base import utcnow
+from app.procs import sandbox as sandboxing
+from app.procs import services
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READY_TIMEOUT_S = 300.0  # building a repository from a long log can take minutes
 STALE_CLAIM_S = 30.0     # a row claimed this long ago without a pid lost its starter
+AIM_ORIGIN = "http://aim"  # the Host Aim sees behind the proxy (it listens on a unix socket)
 
 
 class EvaluationFailed(AppError):
     status = 502
     code = "evaluation_failed"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -66,7 +62,7 @@ class EvaluationManager:
         self.procs = AimProcesses()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._http: dict[str, httpx.AsyncClient] = {}
         self._unrecorded: set[int] = set()  # launched, pid not yet in the database
 
     @property
@@ -74,15 +70,25 @@ class EvaluationManager:
         """Seconds without use after which an Aim UI stops."""
         return get_settings().evaluation_idle_s
 
-    def http(self) -> httpx.AsyncClient:
-        """The client talking to the Aim processes (shared by the reverse proxy)."""
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0),
-                                           limits=httpx.Limits(max_connections=200))
-        return self._http
+    def http(self, socket: str) -> httpx.AsyncClient:
+        """The client talking to the Aim process on `socket` (shared by the reverse proxy)."""
+        client = self._http.get(socket)
+        if client is None:
+            client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket),
+                                       base_url=AIM_ORIGIN,
+                                       timeout=httpx.Timeout(None, connect=5.0),
+                                       limits=httpx.Limits(max_connections=200))
+            self._http[socket] = client
+        return client
+
+    async def _close_clients(self, keep: set[str]) -> None:
+        for socket in [s for s in self._http if s not in keep]:
+            await self._http.pop(socket).aclose()
 
     async def start(self) -> None:
-        """Start the idle sweeper."""
+        """Start the idle sweeper (and find out, off the event loop, whether to sandbox Aim)."""
+        await asyncio.to_thread(sandboxing.state)
+        await asyncio.to_thread(services.remove_orphan_boxes, storage.runtime_dir("aim"))
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def shutdown(self) -> None:
@@ -91,9 +97,7 @@ class EvaluationManager:
             if task is not None:
                 task.cancel()
         await self.procs.shutdown()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._close_clients(set())
 
     # -- state ---------------------------------------------------------------------------
 
@@ -128,7 +132,7 @@ class EvaluationManager:
         reusable = (row is not None and row.status in EVALUATION_ACTIVE and row.type == kind
                     and row.aim_path == plan.aim_path and not self.gone(row)
                     and (row.status == EvaluationStatus.STARTING
-                         or service.is_built(subject, plan.build)))
+                         or service.is_built(row, plan.build)))
         if reusable:
             assert row is not None
             await _db(service.touch, row.id)
@@ -146,30 +150,32 @@ class EvaluationManager:
                 await _db(service.mark, seen.id, pid=seen.pid, status=EvaluationStatus.FAILED,
                           error=exc.detail)
                 raise
-        port = free_port()
-        row = await _db(service.claim, subject, kind=kind, aim_path=plan.aim_path, port=port,
-                        seen=seen)
+        row = await _db(service.claim, subject, kind=kind, aim_path=plan.aim_path, seen=seen)
         if row is None:
             return  # another request is starting it
         if seen is not None and seen.pid is not None:
             await self.procs.stop(seen.pid)
         await self._make_room(keep=row.id)
-        spec = service.launch_spec(subject, folder=plan.folder, build=plan.build, port=port)
-        pid = self.procs.launch(spec)
+        try:
+            pid, socket = await self.procs.launch(staging.stager(subject, plan), log=subject.log)
+        except OSError as exc:
+            await _db(service.mark, row.id, pid=None, status=EvaluationStatus.FAILED,
+                      error=f"the Aim repository could not be copied for Aim's UI: {exc}")
+            raise EvaluationFailed(f"the Aim repository could not be prepared: {exc}") from exc
         self._unrecorded.add(pid)
         try:
-            recorded = await _db(service.record_pid, row.id, pid)
+            recorded = await _db(service.record_pid, row.id, pid, socket)
         finally:
             self._unrecorded.discard(pid)
         if not recorded:
             await self.procs.stop(pid)
             return
-        task = asyncio.create_task(self._watch(subject, row.id, pid, port))
+        task = asyncio.create_task(self._watch(subject, row.id, pid, socket))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch(self, subject: Subject, row_id: int, pid: int, port: int) -> None:
-        if await self.wait_ready(subject, port, pid, timeout_s=READY_TIMEOUT_S):
+    async def _watch(self, subject: Subject, row_id: int, pid: int, socket: str) -> None:
+        if await self.wait_ready(subject, socket, pid, timeout_s=READY_TIMEOUT_S):
             await _db(service.mark, row_id, pid=pid, status=EvaluationStatus.RUNNING)
             return
         tail = service.log_tail(subject)
@@ -178,15 +184,15 @@ class EvaluationManager:
         await _db(service.mark, row_id, pid=pid, status=EvaluationStatus.FAILED, error=error)
         await self.procs.stop(pid)
 
-    async def wait_ready(self, subject: Subject, port: int, pid: int, *,
+    async def wait_ready(self, subject: Subject, socket: str, pid: int, *,
                          timeout_s: float) -> bool:
         """Poll Aim's API until it answers (False if the process dies or time runs out)."""
-        url = f"http://127.0.0.1:{port}{subject.base_path}/api/projects/"
+        url = f"{subject.base_path}/api/projects/"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline and self.procs.alive(pid):
             try:
-                if (await self.http().get(url, timeout=2.0)).status_code == 200:
+                if (await self.http(socket).get(url, timeout=2.0)).status_code == 200:
                     return True
             except httpx.HTTPError:
                 pass
@@ -204,8 +210,8 @@ class EvaluationManager:
 
     # -- serving -------------------------------------------------------------------------
 
-    async def serving_port(self, subject: Subject, row: Evaluation) -> int:
-        """The port of the subject's running Aim UI, reviving or awaiting it as needed."""
+    async def serving_socket(self, subject: Subject, row: Evaluation) -> str:
+        """The socket of the subject's running Aim UI, reviving or awaiting it as needed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT_S
         revived = False
@@ -213,14 +219,11 @@ class EvaluationManager:
             if row.status == EvaluationStatus.FAILED:
                 raise EvaluationFailed(row.error or "the evaluation failed: start it again")
             if row.status in EVALUATION_ACTIVE and not self.gone(row):
-                assert row.port is not None
-                if row.status == EvaluationStatus.RUNNING:
-                    return row.port
-                if row.pid is None:  # another request is handing it to a process
+                if row.pid is None or row.socket is None:  # another request is starting it
                     await asyncio.sleep(0.1)
-                elif await self.wait_ready(subject, row.port, row.pid,
-                                           timeout_s=deadline - loop.time()):
-                    return row.port
+                elif row.status == EvaluationStatus.RUNNING or await self.wait_ready(
+                        subject, row.socket, row.pid, timeout_s=deadline - loop.time()):
+                    return row.socket
             elif not revived:  # expired, or its process is gone: start it again, once
                 await self._launch(subject, kind=row.type, seen=row)
                 revived = True
@@ -281,6 +284,8 @@ class EvaluationManager:
         await self._reap()
         await self.expire_idle()
         self.procs.retire_spare(idle_s=self.idle_s)
+        await self._close_clients({row.socket for row in await _db(service.active_rows)
+                                   if row.socket is not None})
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -23,7 +23,7 @@ from app.auth.deps import UNSAFE_METHODS, bearer_user, browser_user
 from app.db import get_sessionmaker
 from app.errors import AppError, Forbidden, NotFound, Unauthorized
 from app.evaluations import service
-from app.evaluations.manager import EvaluationFailed, get_manager
+from app.evaluations.manager import AIM_ORIGIN, EvaluationFailed, get_manager
 from app.evaluations.offline import CONTENT_SECURITY_POLICY, offline_page
 from app.evaluations.sources import Subject, repo_subject, training_subject
 from app.models import Evaluation, Repository, Training, User
@@ -79,22 +79,20 @@ def _upstream_headers(request: Request, *, page: bool) -> list[tuple[str, str]]:
     return headers
 
 
-def _response_headers(upstream: httpx.Response, *, port: int, path: str) -> dict[str, str]:
+def _response_headers(upstream: httpx.Response, *, path: str) -> dict[str, str]:
     headers = {k: v for k, v in upstream.headers.items() if k.lower() not in DROP_RESPONSE}
     location = headers.get("location")
-    if location is not None:
-        for prefix in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
-            if location.startswith(prefix):
-                headers["location"] = location[len(prefix):] or "/"
+    if location is not None and location.startswith(AIM_ORIGIN):
+        headers["location"] = location[len(AIM_ORIGIN):] or "/"
     if path.startswith("static-files/") and upstream.status_code == 200:
         headers["cache-control"] = STATIC_CACHE
     return headers
 
 
-async def _forward(request: Request, *, port: int, path: str) -> Response:
-    client = get_manager().http()
+async def _forward(request: Request, *, socket: str, path: str) -> Response:
+    client = get_manager().http(socket)
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    target = f"http://127.0.0.1:{port}{raw_path.decode('latin-1')}"
+    target = f"{AIM_ORIGIN}{raw_path.decode('latin-1')}"
     if request.url.query:
         target += f"?{request.url.query}"
     is_page = request.method == "GET" and not path.startswith(("api/", "static-files/")) \
@@ -103,7 +101,7 @@ async def _forward(request: Request, *, port: int, path: str) -> Response:
     upstream = await client.send(
         client.build_request(request.method, target, content=body,
                              headers=_upstream_headers(request, page=is_page)), stream=True)
-    headers = _response_headers(upstream, port=port, path=path)
+    headers = _response_headers(upstream, path=path)
     if is_page and upstream.headers.get("content-type", "").startswith("text/html"):
         text = (await upstream.aread()).decode("utf-8", errors="replace")
         await upstream.aclose()
@@ -136,10 +134,10 @@ async def _proxy(request: Request, path: str, lookup: Lookup, back: str) -> Resp
             raise NotFound("this report is not started: start the evaluation first",
                            code="no_evaluation")
         manager = get_manager()
-        port = await manager.serving_port(subject, row)
+        socket = await manager.serving_socket(subject, row)
         await manager.touch(row)
         try:
-            return await _forward(request, port=port, path=path)
+            return await _forward(request, socket=socket, path=path)
         except httpx.ConnectError:
             if request.method not in ("GET", "HEAD"):
                 raise EvaluationFailed("Aim's UI went away: try again") from None
@@ -147,8 +145,8 @@ async def _proxy(request: Request, path: str, lookup: Lookup, back: str) -> Resp
             fresh = await run_in_threadpool(_fresh_row, subject)
             if fresh is None:
                 raise NotFound("this report is not started", code="no_evaluation") from None
-            port = await manager.serving_port(subject, fresh)
-            return await _forward(request, port=port, path=path)
+            socket = await manager.serving_socket(subject, fresh)
+            return await _forward(request, socket=socket, path=path)
     except AppError as exc:
         if _is_page(request):
             return _error_page(exc, back)

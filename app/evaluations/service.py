@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app import storage
 from app.errors import Conflict, NotFound
 from app.evaluations import sources
-from app.evaluations.aim_server import BUILD_MARKER
+from app.evaluations.aim_process import box_of
 from app.evaluations.schemas import EvaluationPublic
 from app.evaluations.sources import Subject
 from app.models import (
@@ -67,13 +67,13 @@ def to_public(subject: Subject, row: Evaluation, *, idle_s: int) -> EvaluationPu
                     if row.status in EVALUATION_ACTIVE else None))
 
 
-def claim(db: Session, subject: Subject, *, kind: str, aim_path: str | None, port: int,
+def claim(db: Session, subject: Subject, *, kind: str, aim_path: str | None,
           seen: Evaluation | None) -> Evaluation | None:
-    """Mark the evaluation `starting` on `port`; None when another request got there first."""
+    """Mark the evaluation `starting`; None when another request got there first."""
     now = utcnow()
     values: dict[str, Any] = {"type": kind, "aim_path": aim_path,
                               "status": EvaluationStatus.STARTING, "error": None, "pid": None,
-                              "port": port, "last_used_at": now}
+                              "socket": None, "last_used_at": now}
     if seen is None:
         row = Evaluation(training_id=subject.id if subject.kind == "training" else None,
                          repo_id=subject.id if subject.kind == "repo" else None,
@@ -96,12 +96,12 @@ def claim(db: Session, subject: Subject, *, kind: str, aim_path: str | None, por
     return db.get(Evaluation, seen.id, populate_existing=True)
 
 
-def record_pid(db: Session, row_id: int, pid: int) -> bool:
-    """Store the pid of the process started for a claimed row."""
+def record_pid(db: Session, row_id: int, pid: int, socket: str) -> bool:
+    """Store the pid of the process started for a claimed row, and the socket it serves on."""
     result = db.execute(update(Evaluation).where(
         Evaluation.id == row_id, Evaluation.status == EvaluationStatus.STARTING,
         Evaluation.pid.is_(None))
-        .values(pid=pid))
+        .values(pid=pid, socket=socket))
     db.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -186,10 +186,11 @@ def _compare_sources(db: Session, repo: Repository) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to serve: a folder holding `.aim`, how to build it (None: it exists), and the
-    custom path in canonical form (relative to the workspace root)."""
+    """What to serve: the training's folder holding `.aim` (custom) or how to build one
+    (standard, comparison), and the custom path in canonical form (relative to the
+    workspace root)."""
 
-    folder: str
+    folder: str | None
     build: dict[str, Any] | None
     aim_path: str | None = None
 
@@ -205,8 +206,7 @@ def plan_for(db: Session, subject: Subject, *, kind: str, aim_path: str | None) 
             raise Conflict(f"{repo.full_name} has no finished training with metrics (an Aim "
                            "repository or LossMonitor/accuracy lines in its log) to compare",
                            code="no_metrics")
-        return Plan(str(subject.built_repo), sources.build_spec(found,
-                                                                 experiment=repo.full_name))
+        return Plan(None, sources.build_spec(found, experiment=repo.full_name))
     training = db.get(Training, subject.id)
     if training is None:
         raise NotFound(f"training {subject.id} not found")
@@ -219,25 +219,18 @@ def plan_for(db: Session, subject: Subject, *, kind: str, aim_path: str | None) 
         raise Conflict(f"the log of training {training.id} has no LossMonitor-style or "
                        "accuracy lines (e.g. 'Epoch:[1/30], step:[10/390], loss:[2.301/2.305]')"
                        " to build a standard evaluation from", code="no_metrics")
-    return Plan(str(subject.built_repo),
-                sources.build_spec([sources.log_source(training)],
-                                   experiment=training.repo.full_name))
+    return Plan(None, sources.build_spec([sources.log_source(training)],
+                                         experiment=training.repo.full_name))
 
 
-def is_built(subject: Subject, build: dict[str, Any] | None) -> bool:
-    """True unless the built repository is missing or older than its sources."""
+def is_built(row: Evaluation, build: dict[str, Any] | None) -> bool:
+    """True unless the row's process was given an older build than `build` (sources changed)."""
     if build is None:
         return True
-    marker = subject.built_repo / BUILD_MARKER
+    if row.socket is None:
+        return False
     try:
-        return bool(json.loads(marker.read_text()) == build["fingerprint"])
+        given = json.loads((box_of(row.socket) / "build.json").read_text())
     except (OSError, ValueError):
         return False
-
-
-def launch_spec(subject: Subject, *, folder: str, build: dict[str, Any] | None,
-                port: int) -> dict[str, Any]:
-    """What the Aim process is told: the repository, where to serve it, how to build it."""
-    subject.workdir.mkdir(parents=True, exist_ok=True)
-    return {"folder": folder, "base_path": subject.base_path, "port": port,
-            "log": str(subject.log), "build": build}
+    return bool(given == build["fingerprint"])

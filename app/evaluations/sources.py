@@ -40,7 +40,7 @@ class Subject:
     kind: str  # training | repo
     id: int
     base_path: str  # where the Aim UI is served, e.g. /trainings/5/aim
-    workdir: Path   # Trainyard's files of this evaluation: aim.log and a built repository
+    workdir: Path   # Trainyard's files of this evaluation: aim.log
 
     @property
     def url(self) -> str:
@@ -58,11 +58,6 @@ class Subject:
     def log(self) -> Path:
         """The Aim process's output."""
         return self.workdir / "aim.log"
-
-    @property
-    def built_repo(self) -> Path:
-        """The folder of the Aim repository Trainyard builds (standard, comparison)."""
-        return self.workdir / "repo"
 
     def matches(self, row: Evaluation) -> bool:
         """True when `row` is this subject's evaluation."""

@@ -4,7 +4,11 @@ One predictor serves one (training, checkpoint) pair. It runs `predictor.py` wit
 runtime's interpreter under the reaper shim (`app.procs.supervise`), so nothing it
 starts outlives it and it dies with the API process (the shim asks for SIGHUP when its parent
 goes; it is started from the event loop's thread, which lives as long as the process). The API
-talks to it over HTTP on a unix socket in a private temporary folder.
+talks to it over HTTP on a unix socket that the predictor creates in its box,
+`run/predictors/<token>/box/` in the data dir's runtime area (0700: only the platform's
+uid, and the predictor itself, can reach it; see `app.procs.services`). When the sandbox is on
+(`app.procs.sandbox.state()`) the predictor runs in it, seeing only the runtime, its code, its
+checkpoint and its box, with an environment made from scratch.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +27,8 @@ from typing import Any
 import httpx
 
 from app.errors import AppError
-from app.procs import envs, supervise
+from app.procs import envs, services, supervise
+from app.procs import sandbox as sandboxing
 from app.procs.environ import build_env
 from app.procs.logfiles import tail_lines
 from app.procs.tree import kill_process_tree
@@ -35,6 +40,7 @@ START_TIMEOUT_S = 300.0
 REQUEST_TIMEOUT_S = 120.0
 STOP_GRACE_S = 3.0
 LOG_TAIL_LINES = 25
+SOCKET_NAME = "predictor.sock"
 
 
 class PredictorFailed(AppError):
@@ -60,6 +66,7 @@ class PredictorSpec:
     home: Path
     log_path: Path
     envs_cache: Path
+    runtime_dir: Path  # where its box (its socket's folder) is made; 0700, the platform's
     is_mindspore: bool = True
     max_batch: int = 8
     gather_ms: float = 25.0
@@ -68,6 +75,11 @@ class PredictorSpec:
     def requirements(self) -> Path:
         """The `pip-requirements.txt` beside `app.py` (used when present)."""
         return self.app_path.with_name(envs.REQUIREMENTS_FILE)
+
+    @property
+    def workspace(self) -> Path:
+        """The training's workspace, which holds `inference/app.py` and the checkpoint."""
+        return self.app_path.parent.parent
 
     @property
     def key(self) -> tuple[int, str]:
@@ -91,7 +103,7 @@ class Predictor:
     @property
     def socket(self) -> Path:
         """The unix socket it listens on."""
-        return self.folder / "predictor.sock"
+        return self.folder / services.BOX / SOCKET_NAME
 
     def alive(self) -> bool:
         """Whether the process is still running."""
@@ -109,10 +121,18 @@ class Prediction:
     cold_start_s: float | None
 
 
-def resolve_python(spec: PredictorSpec) -> str:
-    """The interpreter for the predictor: the runtime's, or an env with app.py's requirements."""
+def resolve_python(spec: PredictorSpec, *, sandboxed: bool) -> str:
+    """The interpreter for the predictor: the runtime's, or an env with app.py's requirements
+    (installed in the sandbox when `sandboxed`: they are packages the user chose)."""
+    if os.path.lexists(spec.requirements):
+        # The platform reads this file: never through a link the training planted.
+        try:
+            services.check_plain_file(spec.requirements, inside=spec.workspace)
+        except OSError as exc:
+            raise envs.RequirementsError(f"refused: {exc}") from exc
     return envs.python_for_requirements(spec.requirements, base_python=spec.base_python,
-                                        cache_dir=spec.envs_cache, log_path=spec.log_path)
+                                        cache_dir=spec.envs_cache, log_path=spec.log_path,
+                                        sandboxed=sandboxed)
 
 
 def log_tail(spec: PredictorSpec) -> str:
@@ -193,14 +213,17 @@ class PredictorManager:
             await self._make_room()
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             spec.log_path.write_bytes(b"")
+            sandboxed = (await asyncio.to_thread(sandboxing.state)).enabled
             try:
-                python = await asyncio.to_thread(resolve_python, spec)
+                python = await asyncio.to_thread(resolve_python, spec, sandboxed=sandboxed)
             except envs.RequirementsError as exc:
                 raise PredictorFailed(f"inference/{envs.REQUIREMENTS_FILE} of training "
                                       f"{spec.training_id}: {exc}") from exc
-            env = build_env({}, home=spec.home, runtime_is_mindspore=spec.is_mindspore,
-                            python=python)
-            predictor = self._spawn(spec, python, env)
+            try:
+                predictor = self._spawn(spec, python, sandboxed=sandboxed)
+            except OSError as exc:
+                raise PredictorFailed(f"the predictor of training {spec.training_id} could not "
+                                      f"start: {exc}") from exc
             self.predictors[spec.key] = predictor
             try:
                 predictor.info = await self._wait_ready(predictor)
@@ -210,24 +233,49 @@ class PredictorManager:
             self._ensure_reaper()
             return predictor
 
-    def _spawn(self, spec: PredictorSpec, python: str, env: dict[str, str]) -> Predictor:
-        folder = Path(tempfile.mkdtemp(prefix="trainyard-predictor-"))
-        socket = folder / "predictor.sock"
-        argv = [python, str(PREDICTOR_SCRIPT), "--app", str(spec.app_path),
-                "--checkpoint", str(spec.checkpoint), "--socket", str(socket),
-                "--max-batch", str(spec.max_batch), "--gather-ms", str(spec.gather_ms)]
-        for name in ("HOME", "TMPDIR"):
-            Path(env[name]).mkdir(parents=True, exist_ok=True)
-        with open(spec.log_path, "ab") as out:
-            # Called on the event loop's thread: the shim's parent-death signal follows it.
-            proc = supervise.start(argv, cwd=spec.app_path.parent, env=env, stdout=out,
-                                   grace_s=STOP_GRACE_S)
-        transport = httpx.AsyncHTTPTransport(uds=str(socket))
+    def _spawn(self, spec: PredictorSpec, python: str, *, sandboxed: bool) -> Predictor:
+        """Start the predictor: in the sandbox, it sees only its code, checkpoint and box."""
+        box = services.new_box(spec.runtime_dir)
+        try:
+            proc = self._start(spec, python, box, sandboxed=sandboxed)
+        except BaseException:
+            shutil.rmtree(box.root, ignore_errors=True)
+            raise
+        transport = httpx.AsyncHTTPTransport(uds=str(box.inner / SOCKET_NAME))
         client = httpx.AsyncClient(transport=transport, base_url="http://predictor",
                                    timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0))
-        log.info("started predictor pid %s for training %s (%s)", proc.pid, spec.training_id,
-                 spec.checkpoint.name)
-        return Predictor(spec=spec, proc=proc, folder=folder, client=client)
+        log.info("started predictor pid %s for training %s (%s)%s", proc.pid, spec.training_id,
+                 spec.checkpoint.name, "" if sandboxed else " WITHOUT the sandbox")
+        return Predictor(spec=spec, proc=proc, folder=box.root, client=client)
+
+    def _start(self, spec: PredictorSpec, python: str, box: services.Box, *,
+               sandboxed: bool) -> subprocess.Popen[bytes]:
+        app_dir = spec.app_path.parent
+        argv = [python, str(PREDICTOR_SCRIPT), "--app", str(spec.app_path),
+                "--checkpoint", str(spec.checkpoint), "--socket", str(box.inner / SOCKET_NAME),
+                "--max-batch", str(spec.max_batch), "--gather-ms", str(spec.gather_ms)]
+        sandbox = None
+        if sandboxed:
+            # bwrap follows links when it mounts: refuse any the training could have planted.
+            # The whole workspace is mounted (read-only): `app.py` may import the training's
+            # code, as the sample's does; links inside it resolve within the sandbox's view.
+            services.check_plain_folder(spec.workspace, inside=spec.workspace.parent)
+            services.check_plain_folder(app_dir, inside=spec.workspace)
+            services.check_plain_file(spec.checkpoint, inside=spec.workspace)
+            env = build_env({}, home=box.home, tmpdir=Path("/tmp"), python=python,
+                            runtime_is_mindspore=spec.is_mindspore)
+            sandbox = services.service_sandbox(box, cwd=app_dir, pythons=[python],
+                                               read_only=[PREDICTOR_SCRIPT, spec.workspace])
+            services.hand_over(box)
+        else:
+            env = build_env({}, home=spec.home, runtime_is_mindspore=spec.is_mindspore,
+                            python=python)
+            for name in ("HOME", "TMPDIR"):
+                Path(env[name]).mkdir(parents=True, exist_ok=True)
+        with open(spec.log_path, "ab") as out:
+            # Called on the event loop's thread: the shim's parent-death signal follows it.
+            return supervise.start(argv, cwd=app_dir, env=env, stdout=out, grace_s=STOP_GRACE_S,
+                                   sandbox=sandbox)
 
     async def _wait_ready(self, predictor: Predictor) -> dict[str, Any]:
         spec = predictor.spec

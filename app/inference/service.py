@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import stat
@@ -32,6 +33,7 @@ from app.inference.schemas import (
 )
 from app.models import Model, Training, TrainingStatus, User
 from app.names import check_name
+from app.procs import services
 from app.trainings import outputs
 from app.trainings.runtimes import get_runtime
 
@@ -65,7 +67,9 @@ def get_manager() -> PredictorManager:
 
 @asynccontextmanager
 async def predictors_lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    """Application lifespan: stop every predictor process when the API shuts down."""
+    """Application lifespan: drop the boxes of dead API processes, stop every predictor when
+    the API shuts down."""
+    await asyncio.to_thread(services.remove_orphan_boxes, storage.runtime_dir("predictors"))
     yield
     if get_manager.cache_info().currsize:
         await get_manager().shutdown()
@@ -147,6 +151,7 @@ def predictor_spec(training: Training, checkpoint: Checkpoint) -> PredictorSpec:
         training_id=training.id, app_path=storage.training_workspace(training.id) / APP_PATH,
         checkpoint=checkpoint.file, base_python=runtime.python, home=folder / "home",
         log_path=folder / "predictor.log", envs_cache=storage.envs_dir(),
+        runtime_dir=storage.runtime_dir("predictors"),
         is_mindspore=runtime.framework_type == "MindSpore")
 
 

@@ -8,7 +8,8 @@ platform starts code it does not trust (trainings, pip installs, predictors, Aim
   everything it started; the shim dies with the thread that called `start` (PR_SET_PDEATHSIG),
   taking the tree with it;
 - `env` is the COMPLETE environment (build it with `app.procs.environ.build_env`); nothing
-  of the caller's environment is inherited; stdin is /dev/null; `stdout` (a file opened for
+  of the caller's environment is inherited; stdin is /dev/null unless `stdin` gives a file
+  descriptor (a socket the platform talks to the program on); `stdout` (a file opened for
   appending, or None) gets stdout and stderr merged;
 - with `sandbox` (an `app.procs.sandbox.SandboxSpec`) the command runs inside bubblewrap
   (`app.procs.sandbox.wrap`) and `sandbox.limits` become rlimits; `cwd` is then the sandbox's
@@ -45,7 +46,8 @@ def shim_command(grace_s: float, *, rlimits: Mapping[str, int] | None = None,
 
 def start(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: IO[Any] | None,
           grace_s: float, sandbox: sandboxing.SandboxSpec | None = None,
-          limits: sandboxing.Limits | None = None) -> subprocess.Popen[bytes]:
+          limits: sandboxing.Limits | None = None,
+          stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     """Start `argv` as a supervised tree (see the module docstring); raises OSError."""
     if sandbox is not None:
         command = [*shim_command(grace_s, rlimits=sandbox.limits.rlimits(), sandboxed=True),
@@ -55,7 +57,7 @@ def start(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: IO[
         rlimits = limits.rlimits() if limits is not None else None
         command = [*shim_command(grace_s, rlimits=rlimits), *argv]
         workdir = cwd
-    return subprocess.Popen(command, cwd=workdir, env=dict(env), stdin=subprocess.DEVNULL,
+    return subprocess.Popen(command, cwd=workdir, env=dict(env), stdin=stdin,
                             stdout=stdout, stderr=subprocess.STDOUT if stdout else None,
                             start_new_session=True)
 
