@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
+from playwright.sync_api import Browser, sync_playwright
 
+from tests.browser import launch
 from tests.live import Live, start_live
+from tests.pg import private_database
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PG_ADMIN_URL = os.environ.get("TRAINYARD_TEST_PG_URL",
-                              "postgresql://postgres@127.0.0.1:5432/test")
 # CI sets this: a skip then fails the run, except for tests that need ../shared/data, which a
 # checkout elsewhere does not have.
 STRICT_SKIPS = os.environ.get("TRAINYARD_STRICT_SKIPS") == "1"
@@ -35,26 +33,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _postgres_available() -> bool:
-    try:
-        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test run (dropped afterwards)."""
-    if not _postgres_available():
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"trainyard_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg", database=name) \
-        .render_as_string(hide_password=False)
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with private_database("trainyard_test_") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, one per module."""
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
 
 
 @pytest.fixture(scope="session")

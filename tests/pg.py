@@ -1,7 +1,8 @@
-"""Private PostgreSQL databases for tests whose processes must not meet the session's `live_pg`."""
+"""PostgreSQL for tests: whether it is reachable, and fresh databases that are dropped after."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,15 +11,25 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_ADMIN_URL, _postgres_available
+PG_ADMIN_URL = os.environ.get("TRAINYARD_TEST_PG_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> bool:
+    """Whether the test server answers."""
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
 
 
 @contextmanager
-def private_database() -> Iterator[str]:
+def private_database(prefix: str = "trainyard_own_") -> Iterator[str]:
     """A fresh, empty PostgreSQL database (its SQLAlchemy URL), dropped afterwards."""
-    if not _postgres_available():
+    if not postgres_available():
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"trainyard_own_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

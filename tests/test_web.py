@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import json5
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser import LAPTOP, PHONE, ConsoleWatch, chromium_missing, launch, screenshot
+from tests.browser import LAPTOP, PHONE, ConsoleWatch, chromium_missing, screenshot
 from tests.live import ROOT, Live, unique
 from tests.loss_monitor import LOSS_MONITOR_TRAIN
 from tests.repo_files import BOOT_FILES, create_repo, submit, tar_gz
@@ -51,15 +51,6 @@ REPO_FILES: dict[str, str | bytes] = {
     "train/broken.json": '{\n  "job_name": "broken"\n  "boot_file": "main.py"\n}\n',
     "code/chatty.py": "for i in range(30000):\n    print(f'line {i:05d} ' + 'x' * 60)\n",
 }
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, one per module."""
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from app.units import format_bytes
-from tests.browser import LAPTOP, ConsoleWatch, chromium_missing, launch
+from tests.browser import LAPTOP, ConsoleWatch, chromium_missing
 from tests.live import Live, unique
 from tests.repo_files import config, create_repo, submit, tar_gz
 from tests.test_evaluations import REPO_FILES, wait_running
@@ -22,15 +21,6 @@ pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(chromium_missing() is not None,
                                  reason=chromium_missing() or "")]
 FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, one per module."""
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 def token_of(client: httpx.Client) -> str:

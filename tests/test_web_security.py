@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tests.browser import LAPTOP, chromium_missing, launch
+from tests.browser import LAPTOP, chromium_missing
 from tests.live import ADMIN_TOKEN, Live, unique
 from tests.repo_files import config, create_repo, submit
 
@@ -111,15 +110,6 @@ def test_dashboard_pages_have_security_headers(live: Live) -> None:
     assert r.headers["x-frame-options"] == "SAMEORIGIN"
     static = live.client(None).get("/static/js/common.js")
     assert static.headers["x-content-type-options"] == "nosniff"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, one per module."""
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
 
 
 @in_chromium

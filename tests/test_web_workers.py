@@ -13,7 +13,6 @@ from tests.repo_files import config, create_repo, submit
 from tests.test_web import (  # noqa: F401  (fixtures)
     Visitor,
     assert_fits,
-    browser,
     in_chromium,
     shots,
     sign_in,
