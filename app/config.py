@@ -22,6 +22,9 @@ class Settings(BaseSettings):
                            "datasets, models and training files live.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in "
                                      "data_dir when unset.")
+    runtime_dir: Path | None = Field(default=None, description="Private folder (0700) of the "
+                                     "services' unix sockets; `<data_dir>/run` when that path "
+                                     "is short enough, else one in the system's temp dir.")
     redis_url: str | None = Field(default=None, description="Celery broker; an embedded Redis "
                                   "is started by `trainyard up` when unset.")
     admin_token: str | None = Field(default=None, description="API token of the bootstrap admin.")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -54,13 +57,40 @@ def envs_dir() -> Path:
     return data_root() / "envs"
 
 
+# A unix socket's path holds at most 107 bytes; boxes add about 45 below the runtime root.
+_RUNTIME_ROOT_MAX = 60
+
+
+def runtime_root() -> Path:
+    """Where the runtime area lives: `TRAINYARD_RUNTIME_DIR`, else `<data>/run`, else (a data
+    dir too deep for unix socket paths) a folder of this uid's own in the system's temp dir."""
+    configured = get_settings().runtime_dir
+    if configured is not None:
+        return configured.resolve()
+    inside = data_root() / "run"
+    if len(str(inside)) <= _RUNTIME_ROOT_MAX:
+        return inside
+    digest = hashlib.sha256(str(data_root()).encode()).hexdigest()[:12]
+    short = Path(tempfile.gettempdir()) / f"trainyard-{os.geteuid()}-{digest}"
+    try:
+        short.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    # The temp dir is shared: use the folder only if it is ours, a real folder and private.
+    info = short.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise OSError(f"{short} is not a private folder of this user: remove it, or set "
+                      "TRAINYARD_RUNTIME_DIR to a short private path")
+    return short
+
+
 def runtime_dir(*parts: str) -> Path:
     """A folder of the runtime area (service sockets, sandbox folders), mode 0700.
 
     Only the platform's uid may open it: the unix sockets of Aim UIs and predictors live
     below, so no other local user and no sandboxed run (which never has it mounted) reaches them.
     """
-    path = data_root() / "run"
+    path = runtime_root()
     for part in (None, *parts):
         path = path if part is None else path / part
         path.mkdir(mode=0o700, parents=True, exist_ok=True)

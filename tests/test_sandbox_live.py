@@ -193,8 +193,8 @@ def test_the_platform_keeps_its_secrets_from_the_worker(live: Live) -> None:
     health = httpx.get(f"{live.url}/api/v1/health").json()
     assert health["sandbox"] == "on" and health["sandbox_reason"] == ""
     assert "Sandbox: on (bubblewrap; user code runs as uid" in live.log.read_text()
-    tree = psutil.Process(live.proc.pid).children(recursive=True)
-    workers = [p for p in tree if "celery" in " ".join(p.cmdline())]
+    workers = [p for p in processes_naming("celery")
+               if live.proc.pid in {parent.pid for parent in p.parents()}]
     assert workers
     for proc in workers:
         environ = proc.environ()

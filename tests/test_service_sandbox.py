@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -20,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from app import storage
 from app.config import get_settings
 from app.procs import services
 from tests.inference_apps import (
@@ -96,9 +98,10 @@ def neighbours(live: Live) -> dict[str, Any]:
     _, client = live.new_user("nb")
     repo = fake_repo(client, app=FAKE_APP, train=TRAIN_WITH_METRICS)
     training_id = completed_training(live, client, repo)
+    before = set(_sockets(live))  # services of other tests on the same platform
     assert predict(client, training_id, image_bytes()).status_code == 200
     _wait_evaluation(client, training_id)
-    sockets = _sockets(live)
+    sockets = [s for s in _sockets(live) if s not in before]
     assert len(sockets) >= 2, sockets  # the predictor's and the Aim UI's
     return {"client": client, "training": training_id, "sockets": sockets}
 
@@ -251,3 +254,26 @@ def test_a_data_dir_too_long_for_unix_sockets_is_refused_clearly(tmp_path: Path)
     with pytest.raises(OSError, match="too long for unix sockets"):
         services.new_box(deep)
     assert not deep.exists()
+
+
+def test_a_deep_data_dir_gets_a_short_private_runtime_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = tmp_path / ("d" * 80) / "data"
+    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(deep))
+    monkeypatch.delenv("TRAINYARD_RUNTIME_DIR", raising=False)
+    get_settings.cache_clear()
+    try:
+        root = storage.runtime_root()
+        assert not root.is_relative_to(deep) and root == storage.runtime_root()
+        info = root.lstat()
+        assert info.st_uid == os.geteuid() and info.st_mode & 0o777 == 0o700
+        box = services.new_box(storage.runtime_dir("predictors"))  # short enough for sockets
+        assert box.root.is_relative_to(root)
+        shutil.rmtree(root)
+        root.mkdir(mode=0o755)  # as another user could leave it in the shared temp dir
+        root.chmod(0o755)
+        with pytest.raises(OSError, match="not a private folder"):
+            storage.runtime_root()
+        root.rmdir()
+    finally:
+        get_settings.cache_clear()

@@ -61,9 +61,9 @@ def new_box(parent: Path) -> Box:
     root = parent / secrets.token_hex(4)
     longest = len(str(root / BOX)) + 1 + LONGEST_SOCKET_NAME
     if longest > SOCKET_PATH_MAX:
-        raise OSError(f"the data dir's path is too long for unix sockets ({longest} > "
-                      f"{SOCKET_PATH_MAX} bytes below {parent}): choose a shorter "
-                      "TRAINYARD_DATA_DIR")
+        raise OSError(f"the runtime folder's path is too long for unix sockets ({longest} > "
+                      f"{SOCKET_PATH_MAX} bytes below {parent}): set a shorter "
+                      "TRAINYARD_RUNTIME_DIR")
     root.mkdir(mode=0o700, parents=True)
     (root / OWNER_FILE).write_text(str(os.getpid()))
     box = Box(root)
