@@ -29,6 +29,20 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
+def wait_status(client: httpx.Client, training_id: int, statuses: set[str], *,
+                timeout: float = 120, poll_s: float = 0.1) -> dict[str, Any]:
+    """Poll a training through `client` until its status is one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/api/v1/trainings/{training_id}").json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(poll_s)
+    raise AssertionError(f"training {training_id} stayed {body.get('status')}; "
+                         f"wanted {statuses}: {body}")
+
+
 @dataclass
 class Live:
     """A running `trainyard up` with its URL, data dir and admin token."""
@@ -58,15 +72,7 @@ class Live:
     def wait_status(self, client: httpx.Client, training_id: int, statuses: set[str],
                     timeout: float = 120) -> dict[str, Any]:
         """Poll a training until its status is one of `statuses`."""
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = client.get(f"/api/v1/trainings/{training_id}").json()
-            if body["status"] in statuses:
-                return body
-            time.sleep(0.1)
-        raise AssertionError(f"training {training_id} stayed {body.get('status')}; "
-                             f"wanted {statuses}: {body}")
+        return wait_status(client, training_id, statuses, timeout=timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -25,7 +25,7 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 
 from tests.cluster import Cluster
-from tests.live import ADMIN_TOKEN, ROOT
+from tests.live import ADMIN_TOKEN, ROOT, wait_status
 from tests.pg import private_database
 from tests.repo_files import config, create_repo, submit
 
@@ -71,14 +71,7 @@ def _name(role: str) -> str:
 
 def wait_for(client: httpx.Client, tid: int, statuses: set[str],
              timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        body = client.get(f"/api/v1/trainings/{tid}").json()
-        if body["status"] in statuses:
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"training {tid} stayed {body.get('status')}: {body}")
+    return wait_status(client, tid, statuses, timeout=timeout, poll_s=0.2)
 
 
 def _stream_ends(client: httpx.Client, tid: int) -> str:

@@ -158,13 +158,19 @@ def test_a_probe_training_finds_every_door_shut(live: Live, victim: tuple[str, i
     assert wait_gone(out) == []
 
 
-def test_the_daemon_dies_when_the_reaper_is_killed(live: Live, victim: tuple[str, int]) -> None:
+def start_holding_probe(live: Live, victim: tuple[str, int]) -> tuple[httpx.Client, int, Path]:
+    """A probe that keeps running (with its daemon) once it has written what it found."""
     client, tid, out = start_probe(live, victim, mode="hold")
     live.wait_status(client, tid, {"Running"})
     deadline = time.monotonic() + 60
     while not (out / "found.json").exists():
         assert time.monotonic() < deadline, "the probe never ran"
         time.sleep(0.1)
+    return client, tid, out
+
+
+def test_the_daemon_dies_when_the_reaper_is_killed(live: Live, victim: tuple[str, int]) -> None:
+    client, tid, out = start_holding_probe(live, victim)
     tree = processes_naming(str(out))
     assert any("daemon" in " ".join(p.cmdline()) for p in tree)
     shims = [p for p in tree if str(REAPER) in p.cmdline()]
@@ -176,12 +182,7 @@ def test_the_daemon_dies_when_the_reaper_is_killed(live: Live, victim: tuple[str
 
 
 def test_the_daemon_dies_on_terminate(live: Live, victim: tuple[str, int]) -> None:
-    client, tid, out = start_probe(live, victim, mode="hold")
-    live.wait_status(client, tid, {"Running"})
-    deadline = time.monotonic() + 60
-    while not (out / "found.json").exists():
-        assert time.monotonic() < deadline, "the probe never ran"
-        time.sleep(0.1)
+    client, tid, out = start_holding_probe(live, victim)
     assert len(processes_naming(str(out))) >= 3
     assert client.post(f"/api/v1/trainings/{tid}/terminate").status_code == 202
     assert live.wait_status(client, tid, FINISHED, timeout=30)["status"] == "Terminated"
