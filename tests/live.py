@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ from typing import Any
 
 import httpx
 
+from app.procs.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "ty_test-admin-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique(prefix: str) -> str:
