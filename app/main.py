@@ -24,9 +24,9 @@ from app.headers import SecurityHeadersMiddleware
 from app.inference.router import router as inference_router
 from app.inference.service import predictors_lifespan
 from app.openapi import install_openapi
-from app.procs import sandbox
 from app.repos.router import router as repos_router
 from app.trainings.router import router as trainings_router
+from app.trainings.runtimes import sandbox_state
 from app.web import install_web
 from app.workers.reconciler import Reconciler
 from app.workers.router import router as workers_router
@@ -66,7 +66,7 @@ def create_app() -> FastAPI:
         """Liveness, and whether user code runs sandboxed (`sandbox`: on or off, and why)."""
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
-        state = sandbox.state()
+        state = sandbox_state()
         return {"status": "ok", "sandbox": state.label, "sandbox_reason": state.reason}
 
     routers = (auth_router, repos_router, trainings_router, datasets_router, inference_router,

@@ -154,7 +154,7 @@ class Parts(Live):
 
 def start_parts(data_dir: Path, *, database_url: str | None = None) -> Parts:
     """Start Redis, migrate and bootstrap, then the API (no worker: see `start_worker`)."""
-    from app.cli.supervisor import redis_server_binary
+    from app.cli.up import redis_server_binary
 
     data_dir.mkdir(parents=True, exist_ok=True)
     redis_port, port = free_port(), free_port()

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import psutil
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -20,7 +17,7 @@ from app.db import get_sessionmaker
 from app.models import Training, TrainingStatus
 from app.models.base import utcnow
 from app.models.training import finish
-from app.procs import envs, sandbox
+from app.procs import envs, sandbox, tree
 from app.procs.environ import build_env
 from app.trainings.config_rules import parse_input_url
 from app.trainings.runtimes import get_flavor, get_runtime, sandbox_limits, sandbox_network
@@ -86,23 +83,8 @@ def abandon_trainings(worker_name: str) -> int:
     # What the pool processes started: each running training's shim, which leads the
     # training's process group, and what a run being prepared started (pip, in its own
     # group too). Stopping them ends the tasks, so the worker exits without waiting for them.
-    for pool_process in psutil.Process().children():
-        for proc in _children(pool_process):
-            try:
-                if os.getpgid(proc.pid) == proc.pid:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                else:
-                    proc.terminate()
-            except (psutil.Error, ProcessLookupError, PermissionError):
-                continue
+    tree.terminate_grandchildren()
     return count
-
-
-def _children(proc: psutil.Process) -> list[psutil.Process]:
-    try:
-        return proc.children()
-    except psutil.Error:
-        return []
 
 
 def _input_path(input_url: str) -> Path:

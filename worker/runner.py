@@ -35,20 +35,17 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-import psutil
-
 from app.procs import supervise
 from app.procs.environ import BASE_PATH
 from app.procs.logfiles import log_note, tail_lines
 from app.procs.sandbox import SandboxSpec
-from app.procs.tree import has_exited, kill_process_tree, refresh
+from app.procs.tree import TreeWatch, has_exited, signal_name
 
 _ARG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -122,13 +119,13 @@ def run(
                                    stdout=log, grace_s=spec.grace_s, sandbox=spec.sandbox)
     except OSError as exc:
         return _cannot_start(spec, f"{exc.strerror or exc}: {exc.filename or spec.argv[0]}")
-    seen: set[psutil.Process] = set()
+    watch = TreeWatch(proc.pid)
     stop: Outcome | None = None
     try:
         if on_started is not None:
             on_started(proc.pid)
         while not has_exited(proc.pid):
-            seen = refresh(proc.pid, seen)
+            watch.refresh()
             if should_stop():
                 stop = Outcome.TERMINATED
             elif time.monotonic() - started >= spec.timeout_s:
@@ -137,9 +134,9 @@ def run(
                 break
             time.sleep(poll_s)
         # The shim is not reaped yet, so its pid (the group id) cannot be reused meanwhile.
-        kill_process_tree(proc.pid, spec.grace_s, known=seen)
+        watch.kill(spec.grace_s)
     except BaseException:
-        kill_process_tree(proc.pid, spec.grace_s, known=seen)
+        watch.kill(spec.grace_s)
         proc.wait()
         log_note(spec.log_path, "stopped: the worker was interrupted")
         raise
@@ -156,8 +153,8 @@ def _result(spec: RunSpec, stop: Outcome | None, code: int, duration_s: float) -
     elif code == 0:
         outcome, reason = Outcome.COMPLETED, "exited with code 0"
     elif code < 0:
-        name = signal.Signals(-code).name
-        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+        name = signal_name(-code)
+        hint = " (out of memory?)" if name == "SIGKILL" else ""
         outcome, reason = Outcome.FAILED, f"killed by signal {name}{hint}"
     else:
         outcome, reason = Outcome.FAILED, f"exited with code {code}"

@@ -14,7 +14,7 @@ import typer
 from app.cli import client
 
 if TYPE_CHECKING:
-    from app.cli.supervisor import Supervisor
+    from app.procs.children import Supervisor
 
 # The worker needs the trainings' grace (5 s) and a moment to record them; compose gives 30 s.
 WORKER_STOP_GRACE_S = 20.0
@@ -26,7 +26,7 @@ client.register(app)
 
 def _configure(data_dir: Path) -> dict[str, str]:
     """Point this process and its children at `data_dir`; returns the children's environment."""
-    from app.cli.supervisor import read_or_create_secret
+    from app.cli.up import read_or_create_secret
     from app.config import get_settings
     from app.db import reset_engine
 
@@ -44,7 +44,7 @@ def _configure(data_dir: Path) -> dict[str, str]:
 def _bootstrap_admin(data_dir: Path) -> str:
     """Migrate the database and make sure the admin exists; returns the admin token to show."""
     from app.auth.service import ensure_admin
-    from app.cli.supervisor import read_or_create_secret
+    from app.cli.up import read_or_create_secret
     from app.config import get_settings
     from app.db import get_sessionmaker
     from app.migrate import upgrade_to_head
@@ -60,7 +60,7 @@ def _bootstrap_admin(data_dir: Path) -> str:
 
 def _start_redis(sup: Supervisor, data_dir: Path) -> str:
     """Start the embedded Redis with a generated password (kept in data_dir, mode 600)."""
-    from app.cli.supervisor import read_or_create_secret, redis_server_binary, write_redis_config
+    from app.cli.up import read_or_create_secret, redis_server_binary, write_redis_config
     from app.procs.ports import free_port
 
     port = free_port()
@@ -137,7 +137,8 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
                                               envvar="TRAINYARD_DATA_DIR")] = Path(".data"),
        workers: Annotated[int, typer.Option(help="Trainings run at once.")] = 1) -> None:
     """Start the whole platform: database migrations, Redis, the API and a worker."""
-    from app.cli.supervisor import API_ONLY_SECRETS, Supervisor, wait_healthy, worker_argv
+    from app.cli.up import API_ONLY_SECRETS, wait_healthy, worker_argv
+    from app.procs.children import Supervisor
 
     env = _configure(data_dir)
     data_dir = Path(env["TRAINYARD_DATA_DIR"])
@@ -191,7 +192,7 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to c
 
     The command replaces itself with Celery, so signals reach the worker directly.
     """
-    from app.cli.supervisor import worker_argv
+    from app.cli.up import worker_argv
 
     os.environ["TRAINYARD_SANDBOX"] = _check_sandbox()
     argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],

@@ -3,6 +3,10 @@
 `kill_process_tree(pid, grace_s)` is the one way the platform stops something it started: it
 works from a signal handler or a `finally`, and takes `pid` also as a process-group id (the
 supervised processes of `app.procs.supervise` lead their own session and group).
+`TreeWatch` remembers a running tree's processes so that one that left it is stopped with it,
+`kill_descendants` stops everything below a process (`trainyard up` on its way out),
+`terminate_grandchildren` asks what a process's children started to stop (a worker shutting
+down), and `pid_runs` tells whether a recorded pid is still the program it was.
 """
 
 from __future__ import annotations
@@ -32,17 +36,88 @@ def kill_process_tree(pid: int, grace_s: float, *, known: Iterable[psutil.Proces
         procs.add(psutil.Process(pid))
     except psutil.NoSuchProcess:
         pass
-    procs |= descendants(filter(is_live, procs))
-    send_signal(pid, procs, signal.SIGTERM)
+    _stop(procs, grace_s, pgid=pid)
+
+
+def kill_descendants(grace_s: float, *, pid: int | None = None) -> None:
+    """Stop every descendant of `pid` (this process by default), not `pid` itself: SIGTERM,
+    grace_s, then SIGKILL to what remains or appeared meanwhile."""
+    root = os.getpid() if pid is None else pid
+    _stop(descendants((), roots={root}), grace_s, pgid=None, roots={root})
+
+
+def _stop(procs: set[psutil.Process], grace_s: float, *, pgid: int | None,
+          roots: Iterable[int] = ()) -> None:
+    """SIGTERM `procs`, their descendants and the group `pgid`; SIGKILL after grace_s."""
+    roots = set(roots)
+    procs |= descendants(filter(is_live, procs), roots=roots)
+    send_signal(pgid, procs, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while any_alive(procs) and time.monotonic() < deadline:
         time.sleep(0.05)
-        procs |= descendants(filter(is_live, procs))
-    procs |= descendants(filter(is_live, procs))
-    send_signal(pid, procs, signal.SIGKILL)
+        procs |= descendants(filter(is_live, procs), roots=roots)
+    procs |= descendants(filter(is_live, procs), roots=roots)
+    send_signal(pgid, procs, signal.SIGKILL)
     deadline = time.monotonic() + KILL_WAIT_S
     while any_alive(procs) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+class TreeWatch:
+    """The processes of a running supervised tree seen so far: `refresh()` while it runs,
+    `kill(grace_s)` stops the tree and every process seen in it, even one that left it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seen: set[psutil.Process] = set()
+
+    def refresh(self) -> None:
+        """Add the tree's current processes; forget the seen ones that are gone."""
+        self.seen = refresh(self.pid, self.seen)
+
+    def kill(self, grace_s: float) -> None:
+        """`kill_process_tree` of the tree's root and every process seen."""
+        kill_process_tree(self.pid, grace_s, known=self.seen)
+
+
+def terminate_grandchildren(pid: int | None = None) -> int:
+    """SIGTERM what the children of `pid` (this process by default) started, without waiting.
+
+    A grandchild that leads its own process group (a supervised tree's shim, a pip install)
+    gets the signal for its whole group, any other one alone. Returns how many were signalled.
+    """
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return 0
+    count = 0
+    for child in children:
+        try:
+            grandchildren = child.children()
+        except psutil.Error:
+            continue
+        for proc in grandchildren:
+            try:
+                if os.getpgid(proc.pid) == proc.pid:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                else:
+                    proc.terminate()
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                continue
+            count += 1
+    return count
+
+
+def pid_runs(pid: int, *, argument: str | None = None) -> bool:
+    """Whether `pid` runs (exists, is not a zombie, may be inspected) and, with `argument`, has
+    it as one of its command-line arguments (a recorded pid may have been reused since)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return argument is None or argument in proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def refresh(pid: int, seen: set[psutil.Process]) -> set[psutil.Process]:
@@ -68,15 +143,16 @@ def descendants(
     return found
 
 
-def send_signal(pgid: int, procs: Iterable[psutil.Process], signum: int) -> None:
-    """Signal a process group and each of `procs`, ignoring the ones already gone.
+def send_signal(pgid: int | None, procs: Iterable[psutil.Process], signum: int) -> None:
+    """Signal a process group (unless None) and each of `procs`, ignoring the ones gone.
 
     SIGTERM skips bubblewrap's own processes (see SANDBOX_SHELL_NAMES); they die with SIGKILL.
     """
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
     for proc in procs:
         try:
             if signum == signal.SIGTERM and proc.name() in SANDBOX_SHELL_NAMES:
@@ -102,3 +178,11 @@ def any_alive(procs: Iterable[psutil.Process]) -> bool:
 def has_exited(pid: int) -> bool:
     """Whether our child has exited, without reaping it."""
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def signal_name(signum: int) -> str:
+    """`SIGKILL` for 9; the number itself for a signal without a name (real-time ones)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)

