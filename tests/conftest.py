@@ -17,20 +17,51 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # CI sets this: a skip then fails the run, except for tests that need ../shared/data, which a
 # checkout elsewhere does not have.
 STRICT_SKIPS = os.environ.get("TRAINYARD_STRICT_SKIPS") == "1"
+# Set where ../shared/data must be there: then a `shared_data` test that skips fails too.
+REQUIRE_SHARED_DATA = os.environ.get("TRAINYARD_REQUIRE_SHARED_DATA") == "1"
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+    return str(reason).removeprefix("Skipped: ")
+
+
+def _forbidding_flag(report: pytest.TestReport) -> str | None:
+    """The flag under which this skip fails the run, if it is set."""
+    if "shared_data" in report.keywords:
+        return "TRAINYARD_REQUIRE_SHARED_DATA=1" if REQUIRE_SHARED_DATA else None
+    return "TRAINYARD_STRICT_SKIPS=1" if STRICT_SKIPS else None
+
+
+def _skipped(config: pytest.Config) -> list[pytest.TestReport]:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return list(reporter.stats.get("skipped", [])) if reporter else []
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """In strict mode, turn every skip outside the `shared_data` tests into a failure."""
-    if not STRICT_SKIPS:
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = reporter.stats.get("skipped", []) if reporter else []
-    hidden = [r for r in skipped if "shared_data" not in getattr(r, "keywords", {})]
-    if hidden:
-        for report in hidden:
-            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-            print(f"\nSKIP NOT ALLOWED IN CI: {report.nodeid}: {reason}")
+    """Fail the run on a skip that a flag forbids: any skip outside the `shared_data` tests
+    with TRAINYARD_STRICT_SKIPS=1, theirs too with TRAINYARD_REQUIRE_SHARED_DATA=1."""
+    if any(_forbidding_flag(r) for r in _skipped(session.config)):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """How many tests were skipped and why; the skips that failed the run by name."""
+    skipped = _skipped(config)
+    if not skipped:
+        return
+    terminalreporter.section(f"{len(skipped)} skipped")
+    reasons: dict[str, int] = {}
+    for report in skipped:
+        reasons[_skip_reason(report)] = reasons.get(_skip_reason(report), 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{count:4d} x {reason}")
+    for report in skipped:
+        flag = _forbidding_flag(report)
+        if flag:
+            terminalreporter.write_line(f"SKIP NOT ALLOWED ({flag}): {report.nodeid}: "
+                                        f"{_skip_reason(report)}", red=True)
 
 
 @pytest.fixture(scope="session")
