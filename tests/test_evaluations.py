@@ -19,6 +19,7 @@ from app.evaluations.aim_data import read_runs
 from app.evaluations.log_parser import parse_log
 from app.evaluations.offline import offline_page
 from app.evaluations.sources import aim_state
+from app.statuses import FINISHED
 from tests.browser import LAPTOP, ConsoleWatch, chromium_missing, launch, screenshot
 from tests.cifar_data import write_cifar_binary
 from tests.live import Live, start_live, unique
@@ -27,7 +28,6 @@ from tests.repo_files import config, create_repo, submit
 # Aim's own SQLAlchemy models use a pre-2.0 spelling; reading runs here imports them.
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.MovedIn20Warning")
 
-FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
 AIM_SERVER = "app.evaluations.aim_server"
 
 # A training that tracks into an Aim repository at ./db/ (two runs, as the sample's

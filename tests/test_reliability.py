@@ -16,6 +16,7 @@ import httpx
 import psutil
 import pytest
 
+from app.statuses import FINISHED
 from tests.live import Live, start_live, start_parts, unique
 from tests.repo_files import config, create_repo, submit, tar_gz
 
@@ -213,7 +214,6 @@ def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(
 
 
 BIG_ARCHIVE_BYTES = 24 * 1024 * 1024
-FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
 
 
 def _upload_until_killed(url: str, token: str, name: str, up_pid: int) -> int:

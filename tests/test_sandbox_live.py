@@ -17,12 +17,12 @@ import pytest
 import redis
 
 from app.procs.supervise import REAPER
+from app.statuses import FINISHED
 from tests.live import ADMIN_TOKEN, Live, start_live
 from tests.repo_files import BOOT_FILES, config, create_repo, processes_naming, submit
 from tests.sandboxing import require_sandbox
 from tests.test_runner import not_installed
 
-FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
 SECRET_NAMES = ("TRAINYARD_ADMIN_TOKEN", "TRAINYARD_SESSION_SECRET")
 
 # A boot file that tries every way out it knows and writes what it found to its output folder.

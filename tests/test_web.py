@@ -14,6 +14,7 @@ import json5
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from app.statuses import FINISHED
 from tests.browser import LAPTOP, PHONE, ConsoleWatch, chromium_missing, screenshot
 from tests.live import ROOT, Live, unique
 from tests.loss_monitor import LOSS_MONITOR_TRAIN
@@ -23,7 +24,6 @@ from tests.repo_files import config as tiny_config
 in_chromium = pytest.mark.skipif(chromium_missing() is not None,
                                 reason=chromium_missing() or "")
 
-FINISHED = {"Completed", "Failed", "Terminated", "Timeout", "Abnormal"}
 SAMPLE_CONFIG = ROOT / "samples" / "resnet50" / "train" / "config.json"
 TRAINING_URL = re.compile(r"/trainings/\d+$")
 
@@ -186,6 +186,17 @@ def test_sessions_and_csrf_over_plain_http(live: Live) -> None:
 
 @pytest.mark.browser
 @in_chromium
+def test_pages_give_their_scripts_the_one_set_of_final_statuses(live: Live) -> None:
+    page = httpx.get(f"{live.url}/login")
+    meta = re.search(r'<meta name="finished-statuses" content="([^"]*)"', page.text)
+    assert meta and set(meta[1].split()) == set(FINISHED), page.text[:800]
+    common = (ROOT / "frontend" / "static" / "js" / "common.js").read_text()
+    assert 'meta[name="finished-statuses"]' in common
+    for status in FINISHED:  # no second copy of the set in the scripts
+        for script in (ROOT / "frontend" / "static" / "js").glob("*.js"):
+            assert f'"{status}", "' not in script.read_text(), script.name
+
+
 def test_sign_in_sign_out_and_csrf(live: Live, browser: Browser, shots: Path) -> None:
     context = browser.new_context(viewport=LAPTOP)
     page = context.new_page()

@@ -191,8 +191,10 @@ def _set_running(training_id: int, python: str) -> bool:
 
 
 _OUTCOME_STATUS = {
-    "completed": TrainingStatus.COMPLETED, "failed": TrainingStatus.FAILED,
-    "terminated": TrainingStatus.TERMINATED, "timeout": TrainingStatus.TIMEOUT,
+    runner.Outcome.COMPLETED: TrainingStatus.COMPLETED,
+    runner.Outcome.FAILED: TrainingStatus.FAILED,
+    runner.Outcome.TERMINATED: TrainingStatus.TERMINATED,
+    runner.Outcome.TIMEOUT: TrainingStatus.TIMEOUT,
 }
 
 

@@ -7,12 +7,15 @@ from typing import Any
 
 from rich.text import Text
 
+from app.statuses import TrainingStatus
 from app.units import format_bytes
 
-STATUS_STYLES = {
-    "Pending": "yellow", "Creating": "yellow", "Running": "bold blue",
-    "Terminating": "magenta", "Completed": "bold green", "Failed": "bold red",
-    "Terminated": "magenta", "Timeout": "red", "Abnormal": "red",
+STATUS_STYLES: dict[str, str] = {
+    TrainingStatus.PENDING: "yellow", TrainingStatus.CREATING: "yellow",
+    TrainingStatus.RUNNING: "bold blue", TrainingStatus.TERMINATING: "magenta",
+    TrainingStatus.COMPLETED: "bold green", TrainingStatus.FAILED: "bold red",
+    TrainingStatus.TERMINATED: "magenta", TrainingStatus.TIMEOUT: "red",
+    TrainingStatus.ABNORMAL: "red",
 }
 
 

@@ -21,6 +21,7 @@ from app.cli.client_api import (
     fail_response,
     write_stdout,
 )
+from app.statuses import TrainingStatus
 
 PAGE = 1024 * 1024
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)  # the server pings every 15 s
@@ -112,9 +113,9 @@ def follow_log(api: Api, training_id: int) -> int:
         return 1
     if not final:
         final = api.get_json(f"/api/v1/trainings/{training_id}")["status"]
-    colour = "green" if final == "Completed" else "red"
+    colour = "green" if final == TrainingStatus.COMPLETED else "red"
     err.print(f"training {training_id} ended: [bold {colour}]{final}[/]")
-    return 0 if final == "Completed" else 1
+    return 0 if final == TrainingStatus.COMPLETED else 1
 
 
 def logs(training_id: Annotated[int, typer.Argument(metavar="ID", help="Training id.")],

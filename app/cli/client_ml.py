@@ -15,6 +15,7 @@ from app.cli import client_format as fmt
 from app.cli.client_api import SLOW_TIMEOUT, Api, TokenOption, UrlOption, connect, die, err, out
 from app.cli.client_registry import VisibilityFlag
 from app.cli.client_trainings import IdArg, JsonFlag
+from app.statuses import EvaluationStatus
 
 POLL_S = 1.0
 # The server fails a report that is not up within 300 s; wait a little longer than that.
@@ -35,7 +36,7 @@ def absolute(api: Api, path: str) -> str:
 def _wait_running(api: Api, path: str, evaluation: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT_LIMIT_S
     with err.status("starting the Aim report ..."):
-        while evaluation["status"] == "starting":
+        while evaluation["status"] == EvaluationStatus.STARTING:
             if time.monotonic() > deadline:
                 die(f"the report is still starting after {WAIT_LIMIT_S:.0f} s",
                     f"check later with GET {path}")
@@ -72,9 +73,9 @@ def evaluate(training_id: IdArg,
     else:
         out.print(f"evaluation of training {training_id} ({evaluation['type']}): "
                   f"{evaluation['status']}")
-    if evaluation["status"] == "failed":
+    if evaluation["status"] == EvaluationStatus.FAILED:
         die("the report failed", *str(evaluation.get("error") or "no reason given").splitlines())
-    if evaluation["status"] == "expired":
+    if evaluation["status"] == EvaluationStatus.EXPIRED:
         die("the report stopped before it was used: run the command again")
     if not as_json:
         out.print(f"report: {report}", soft_wrap=True)

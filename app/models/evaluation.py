@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
@@ -10,22 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
 from app.models.base import UTCDateTime, utcnow
-
-
-class EvaluationStatus(enum.StrEnum):
-    STARTING = "starting"
-    RUNNING = "running"
-    FAILED = "failed"
-    EXPIRED = "expired"
-
-    @property
-    def finished(self) -> bool:
-        """True once the Aim UI is gone for good (a new evaluation starts over)."""
-        return self not in EVALUATION_ACTIVE
-
-
-EVALUATION_ACTIVE = frozenset({EvaluationStatus.STARTING, EvaluationStatus.RUNNING})
-EVALUATION_FINISHED = frozenset(EvaluationStatus) - EVALUATION_ACTIVE
+from app.statuses import EvaluationStatus as EvaluationStatus  # also imported from here
 
 
 class Evaluation(Base):

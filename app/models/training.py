@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -13,28 +12,11 @@ from app.db import Base
 from app.models.base import UTCDateTime, utcnow
 from app.models.repo import Repository
 from app.models.user import User
+from app.statuses import UNFINISHED, TrainingStatus
 
-
-class TrainingStatus(enum.StrEnum):
-    PENDING = "Pending"
-    CREATING = "Creating"
-    RUNNING = "Running"
-    TERMINATING = "Terminating"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    TERMINATED = "Terminated"
-    TIMEOUT = "Timeout"
-    ABNORMAL = "Abnormal"
-
-    @property
-    def finished(self) -> bool:
-        """True once the training can no longer change state."""
-        return self not in UNFINISHED
-
-
-UNFINISHED = frozenset({TrainingStatus.PENDING, TrainingStatus.CREATING, TrainingStatus.RUNNING,
-                        TrainingStatus.TERMINATING})
-_UNFINISHED_SQL = "status IN ('Pending', 'Creating', 'Running', 'Terminating')"
+# The partial unique index's condition, in the enum's order: Pending, Creating, Running, ...
+_UNFINISHED_SQL = "status IN ({})".format(
+    ", ".join(f"'{status.value}'" for status in TrainingStatus if status in UNFINISHED))
 
 
 class Training(Base):

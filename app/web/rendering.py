@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import Scope
 
-from app.models import Training, User
+from app.models import FINISHED, Training, User
 from app.trainings.runtimes import sandbox_state
 from app.units import format_bytes
 from app.web.session import CSRF_FORM_FIELD, csrf_token, pop_flash
@@ -77,7 +77,8 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.filters.update(duration=format_duration, filesize=format_size,
                              timestamp=format_time, isotime=iso_time, pretty_json=pretty_json)
 templates.env.globals.update(elapsed_s=elapsed_s, CSRF_FORM_FIELD=CSRF_FORM_FIELD,
-                             sandbox_state=sandbox_state)
+                             sandbox_state=sandbox_state,
+                             FINISHED_STATUSES=" ".join(sorted(FINISHED)))
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, *,

@@ -1,7 +1,9 @@
 // Shared helpers of every page: API calls with the session's CSRF token, formatting,
 // local times, status badges and ticking durations.
 
-const FINISHED = new Set(["Completed", "Failed", "Terminated", "Timeout", "Abnormal"]);
+// The final training statuses, as the server defines them (app/statuses.py via base.html).
+const FINISHED = new Set(
+  (document.querySelector('meta[name="finished-statuses"]')?.content || "").split(" ").filter(Boolean));
 
 export function isFinished(status) {
   return FINISHED.has(status);
