@@ -9,10 +9,12 @@ from app.models.evaluation import (
 )
 from app.models.registry import Dataset, Model
 from app.models.repo import Repository
+from app.models.service import SERVICE_LIVE, Service, ServiceKind, ServiceState
 from app.models.training import UNFINISHED, Training, TrainingStatus
 from app.models.user import ApiToken, User, WebSession
 from app.models.worker import Lease, Worker
 
-__all__ = ["EVALUATION_ACTIVE", "EVALUATION_FINISHED", "UNFINISHED", "ApiToken", "Base", "Dataset",
-           "Evaluation", "EvaluationStatus", "Lease", "Model", "Repository", "Training",
-           "TrainingStatus", "User", "WebSession", "Worker"]
+__all__ = ["EVALUATION_ACTIVE", "EVALUATION_FINISHED", "SERVICE_LIVE", "UNFINISHED", "ApiToken",
+           "Base", "Dataset", "Evaluation", "EvaluationStatus", "Lease", "Model", "Repository",
+           "Service", "ServiceKind", "ServiceState", "Training", "TrainingStatus", "User",
+           "WebSession", "Worker"]

@@ -16,6 +16,7 @@ from app.db import SessionDep
 from app.errors import Invalid, TooLarge
 from app.evaluations.manager import stop_repo_evaluation, stop_training_evaluation
 from app.headers import user_file_response
+from app.inference.service import stop_detached_predictors
 from app.models import Repository, User
 from app.repos import service
 from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic
@@ -100,6 +101,7 @@ async def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) 
         await stop_training_evaluation(training_id)
     await stop_repo_evaluation(repo)
     await run_in_threadpool(_delete_and_commit, db, repo)
+    await stop_detached_predictors()  # the delete detached its trainings' predictors' rows
     return Response(status_code=204)
 
 
