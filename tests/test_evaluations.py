@@ -114,18 +114,25 @@ def wait_running(client: httpx.Client, url: str, timeout: float = 60) -> dict[st
     raise AssertionError(f"evaluation stayed starting: {body}")
 
 
-def evaluation_pid(live: Live, column: str, subject_id: int) -> int | None:
+def _aim_service(live: Live, column: str, subject_id: int) -> tuple[int | None, str] | None:
+    """(pid, socket) of the evaluation's Aim process: its row among the services."""
+    owner = f"{'training' if column == 'training_id' else 'repo'}:{subject_id}"
     with sqlite3.connect(live.data_dir / "trainyard.db") as db:
-        row = db.execute(f"SELECT pid FROM evaluations WHERE {column} = ?",
-                         (subject_id,)).fetchone()
-    return None if row is None else row[0]
+        row = db.execute("SELECT pid, socket FROM services WHERE kind = 'aim' "
+                         "AND owner_key = ?", (owner,)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def evaluation_pid(live: Live, column: str, subject_id: int) -> int | None:
+    found = _aim_service(live, column, subject_id)
+    return None if found is None else found[0]
 
 
 def served_repo(live: Live, column: str, subject_id: int) -> Path:
     """The Aim repository an evaluation's process serves: in its box, beside its socket."""
-    with sqlite3.connect(live.data_dir / "trainyard.db") as db:
-        [socket] = db.execute(f"SELECT socket FROM evaluations WHERE {column} = ?",
-                              (subject_id,)).fetchone()
+    found = _aim_service(live, column, subject_id)
+    assert found is not None
+    socket = found[1]
     path = Path(socket)
     assert path.parent.parent.parent == live.data_dir / "run" / "aim"
     return path.parent / "repo"

@@ -141,7 +141,11 @@ class Launcher:
                     claimed = await self.db(records.claim, self.kind, owner_key,
                                             training_id=training_id, repo_id=repo_id, seen=None)
                 elif row.detached or row.state == ServiceState.STOPPING:
-                    await self.stop(row)  # a deleted owner's, or one asked to stop: gone first
+                    # A deleted owner's, or one asked to stop: it goes first (on another host,
+                    # that host's sweeper stops it).
+                    await self.stop(row)
+                    if not row.here:
+                        await asyncio.sleep(WAIT_POLL_S)
                     continue
                 elif row.state == ServiceState.FAILED and waited:
                     raise self.failure(row.error or "the service failed to start")
@@ -168,7 +172,7 @@ class Launcher:
 
     async def _start(self, row: ServiceRef, starter: Starter) -> ServiceRef:
         try:
-            await self._make_room(keep=row.id)
+            await self.make_room(keep=row.id)
             spawned = await starter.spawn()
         except BaseException as exc:
             await self.db(records.mark_failed, row.id, pid=None, error=_detail(exc))
@@ -195,8 +199,9 @@ class Launcher:
         assert ready is not None
         return ready
 
-    async def _make_room(self, *, keep: int) -> None:
-        """Evict the least recently used idle services beyond the deployment's cap."""
+    async def make_room(self, *, keep: int | None = None) -> None:
+        """Evict the least recently used idle services beyond the deployment's cap, counting
+        one more (`keep`, or one about to be claimed)."""
         rows: list[ServiceRef] = await self.db(records.rows, self.kind)
         live = [r for r in rows if r.id != keep and r.state in (ServiceState.READY,
                                                                  ServiceState.STARTING)

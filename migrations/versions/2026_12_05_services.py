@@ -1,4 +1,5 @@
-"""services: one row per long-lived service process (predictor, Aim UI), shared by API processes
+"""services: one row per long-lived service process (predictor, Aim UI), shared by API processes;
+evaluations lose their pid and socket (an Aim UI's process is its services row)
 
 Revision ID: c2341f741f82
 Revises: 5b7c1e0d9a42
@@ -46,9 +47,21 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_services_repo_id'), ['repo_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_services_training_id'), ['training_id'],
                               unique=False)
+    # A running Aim UI of the old kind has no services row any API process would find: its
+    # evaluation reads as expired and is started again on demand.
+    op.execute("UPDATE evaluations SET status = 'expired' "
+               "WHERE status IN ('starting', 'running')")
+    with op.batch_alter_table('evaluations', schema=None) as batch_op:
+        batch_op.drop_column('pid')
+        batch_op.drop_column('socket')
 
 
 def downgrade() -> None:
+    op.execute("UPDATE evaluations SET status = 'expired' "
+               "WHERE status IN ('starting', 'running')")
+    with op.batch_alter_table('evaluations', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('socket', sa.String(length=300), nullable=True))
+        batch_op.add_column(sa.Column('pid', sa.Integer(), nullable=True))
     with op.batch_alter_table('services', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_services_training_id'))
         batch_op.drop_index(batch_op.f('ix_services_repo_id'))
