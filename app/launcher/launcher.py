@@ -171,12 +171,15 @@ class Launcher:
                                f"{self.start_timeout_s:g} s")
 
     async def _start(self, row: ServiceRef, starter: Starter) -> ServiceRef:
+        heartbeat = asyncio.get_running_loop().create_task(self._renew_claim(row.id))
         try:
             await self.make_room(keep=row.id)
             spawned = await starter.spawn()
         except BaseException as exc:
             await self.db(records.mark_failed, row.id, pid=None, error=_detail(exc))
             raise
+        finally:
+            heartbeat.cancel()
         child = Child(row_id=row.id, owner_key=row.owner_key, spawned=spawned)
         self.children[child.pid] = child
         self._ensure_reaper()
@@ -198,6 +201,14 @@ class Launcher:
         ready: ServiceRef | None = await self.db(records.get, self.kind, row.owner_key)
         assert ready is not None
         return ready
+
+    async def _renew_claim(self, row_id: int) -> None:
+        while True:
+            await asyncio.sleep(records.STALE_CLAIM_S / 3)
+            try:
+                await self.db(records.renew_claim, row_id)
+            except Exception:  # the next beat tries again
+                log.exception("renewing the claim of %s row %s failed", self.kind, row_id)
 
     async def make_room(self, *, keep: int | None = None) -> None:
         """Evict the least recently used idle services beyond the deployment's cap, counting

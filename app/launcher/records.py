@@ -138,6 +138,14 @@ def _unchanged(seen: ServiceRef) -> list[Any]:
             Service.started_at == seen.started_at]
 
 
+def renew_claim(db: Session, row_id: int) -> None:
+    """Keep a claim without a pid fresh while its starter prepares (an environment install, a
+    copy): others take over only a claim older than `STALE_CLAIM_S`."""
+    db.execute(update(Service).where(
+        Service.id == row_id, Service.state == ServiceState.STARTING, Service.pid.is_(None))
+        .values(started_at=utcnow()))
+
+
 def record_pid(db: Session, row_id: int, *, pid: int, socket_path: str) -> bool:
     """Store the spawned process of a claimed row; False when the row was taken from us."""
     done = db.execute(update(Service).where(
