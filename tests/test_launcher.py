@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import httpx
 import psutil
@@ -14,26 +15,32 @@ import pytest
 from app.inference.manager import PREDICTOR_SCRIPT
 from tests.inference_apps import completed_training, fake_repo, image_bytes, predict
 from tests.live import Parts, start_parts
+from tests.pg import private_database
 
 
-@pytest.fixture(scope="module")
-def two_apis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Parts, str]]:
-    """The compose shape with two API processes: (the parts, the second API's URL)."""
-    parts = start_parts(tmp_path_factory.mktemp("two-apis") / "data")
-    try:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def two_apis(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Parts, str]]:
+    """The compose shape with two API processes on one data dir and database, SQLite then
+    PostgreSQL: (the parts, the second API's URL)."""
+    with ExitStack() as stack:
+        url = stack.enter_context(private_database()) if request.param == "postgresql" \
+            else None
+        parts = start_parts(tmp_path_factory.mktemp("two-apis") / "data", database_url=url)
+        stack.callback(parts.stop)
         parts.start_worker("w1@launcher")
         yield parts, parts.start_api()
-    finally:
-        parts.stop()
 
 
-def predictor_processes(training_id: int) -> list[psutil.Process]:
-    """The running `predictor.py` processes of a training (not their shims or sandboxes)."""
+def predictor_processes(parts: Parts, training_id: int) -> list[psutil.Process]:
+    """The running `predictor.py` processes of a training of this platform (not their shims or
+    sandboxes)."""
+    folder = f"{parts.data_dir / 'trainings' / str(training_id)}/"
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         argv = proc.info["cmdline"] or []
         if len(argv) > 1 and argv[1] == str(PREDICTOR_SCRIPT) and any(
-                f"/trainings/{training_id}/" in a for a in argv):
+                a.startswith(folder) for a in argv):
             found.append(proc)
     return [p for p in found if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
@@ -43,16 +50,16 @@ def listed(client: httpx.Client, training_id: int) -> list[tuple[int, bool]]:
     return [(p["pid"], p["ready"]) for p in body["predictors"]]
 
 
-def wait_gone(pids: list[int], training_id: int, *, timeout: float = 15) -> None:
+def wait_gone(parts: Parts, pids: list[int], training_id: int, *, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not predictor_processes(training_id) and not any(
+        if not predictor_processes(parts, training_id) and not any(
                 psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                 for pid in pids):
             return
         time.sleep(0.1)
     raise AssertionError(f"the predictor of training {training_id} still runs: "
-                         f"{predictor_processes(training_id)}")
+                         f"{predictor_processes(parts, training_id)}")
 
 
 def test_two_api_processes_share_one_predictor_and_stop_it_for_each_other(
@@ -71,20 +78,20 @@ def test_two_api_processes_share_one_predictor_and_stop_it_for_each_other(
     assert second.status_code == 200, second.text
     assert second.json()["timing"]["cold_start_s"] is None
     assert second.json()["predictions"] == first.json()["predictions"]
-    assert len(predictor_processes(tid)) == 1
+    assert len(predictor_processes(parts, tid)) == 1
     [(pid, ready)] = listed(one, tid)
     assert ready and listed(two, tid) == [(pid, True)]
 
     # Stopped through the other API process: gone for both.
     assert two.delete(f"/api/v1/trainings/{tid}/inference").status_code == 204
-    wait_gone([pid], tid)
+    wait_gone(parts, [pid], tid)
     assert listed(one, tid) == [] and listed(two, tid) == []
 
     # Requests racing through both processes start it once.
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(lambda c: predict(c, tid, image_bytes()), [one, two] * 3))
     assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
-    assert len(predictor_processes(tid)) == 1
+    assert len(predictor_processes(parts, tid)) == 1
     [(pid, _)] = listed(one, tid)
     assert listed(two, tid) == [(pid, True)]
     # The process that did not start it can use it after it was restarted elsewhere.
@@ -93,7 +100,7 @@ def test_two_api_processes_share_one_predictor_and_stop_it_for_each_other(
 
     # Deleting the training (through the process that may not own the predictor) stops it.
     assert two.delete(f"/api/v1/trainings/{tid}").status_code == 204
-    wait_gone([pid], tid)
+    wait_gone(parts, [pid], tid)
     assert one.get(f"/api/v1/trainings/{tid}/inference").status_code == 404
 
 
@@ -107,7 +114,7 @@ def test_deleting_a_repository_stops_its_predictors_in_every_api_process(
     assert predict(one, tid, image_bytes()).status_code == 200
     [(pid, _)] = listed(two, tid)
     assert two.delete(f"/api/v1/repos/{repo}").status_code == 204
-    wait_gone([pid], tid)
+    wait_gone(parts, [pid], tid)
     assert two.get(f"/api/v1/trainings/{tid}/inference").status_code == 404
 
 
@@ -125,7 +132,7 @@ def test_the_predictor_of_a_killed_api_process_is_started_again_by_another(
     # its row is left behind naming a dead pid.
     third_api.kill()
     third_api.wait()
-    wait_gone([pid], tid)
+    wait_gone(parts, [pid], tid)
     again = predict(one, tid, image_bytes())
     assert again.status_code == 200, again.text
     assert again.json()["timing"]["cold_start_s"] is not None
@@ -133,4 +140,4 @@ def test_the_predictor_of_a_killed_api_process_is_started_again_by_another(
     two = httpx.Client(base_url=second_url, headers=one.headers, timeout=60)
     assert ready and new_pid != pid and listed(two, tid) == [(new_pid, True)]
     assert predict(two, tid, image_bytes()).json()["timing"]["cold_start_s"] is None
-    assert len(predictor_processes(tid)) == 1
+    assert len(predictor_processes(parts, tid)) == 1

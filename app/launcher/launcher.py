@@ -130,10 +130,10 @@ class Launcher:
         """The owner's ready service, started (once in the deployment) if needed; also whether
         this call had to wait for a start."""
         lock = self._locks.setdefault(owner_key, asyncio.Lock())
+        waited = lock.locked()  # a request of this process is starting it
         async with lock:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.start_timeout_s
-            waited = False
             while loop.time() < deadline:
                 row: ServiceRef | None = await self.db(records.get, self.kind, owner_key)
                 claimed: ServiceRef | None = None
