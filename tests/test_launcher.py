@@ -1,5 +1,6 @@
-"""One predictor per model for the whole deployment: two API processes (two uvicorn servers on
-two ports, one data dir and database) share it, list it alike and stop it for each other."""
+"""One predictor (and one Aim UI) per model for the whole deployment: two API processes (two
+uvicorn servers on two ports, one data dir and database) share it, list it alike and stop it
+for each other."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from app.inference.manager import PREDICTOR_SCRIPT
 from tests.inference_apps import completed_training, fake_repo, image_bytes, predict
 from tests.live import Parts, start_parts
 from tests.pg import private_database
+from tests.test_evaluations import AIM_SERVER, evaluation_pid, wait_running
+from tests.test_service_sandbox import TRAIN_WITH_METRICS
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -141,3 +144,51 @@ def test_the_predictor_of_a_killed_api_process_is_started_again_by_another(
     assert ready and new_pid != pid and listed(two, tid) == [(new_pid, True)]
     assert predict(two, tid, image_bytes()).json()["timing"]["cold_start_s"] is None
     assert len(predictor_processes(parts, tid)) == 1
+
+
+def aim_servers(parts: Parts, training_id: int) -> list[psutil.Process]:
+    """The Aim UI processes writing a training's evaluation log (not the idle spares)."""
+    log = str(parts.data_dir / "trainings" / str(training_id) / "evaluation" / "aim.log")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if AIM_SERVER in " ".join(proc.info["cmdline"] or []) and any(
+                    f.path == log for f in proc.open_files()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_two_api_processes_share_one_aim_ui_and_stop_it_for_each_other(
+        two_apis: tuple[Parts, str]) -> None:
+    parts, second_url = two_apis
+    _, one = parts.new_user()
+    two = httpx.Client(base_url=second_url, headers=one.headers, timeout=60)
+    tid = completed_training(parts, one, fake_repo(one, train=TRAIN_WITH_METRICS))
+    api = f"/api/v1/trainings/{tid}/evaluation"
+    assert one.post(api, json={"type": "standard"}).status_code == 202
+    body = wait_running(one, api)
+    pid = evaluation_pid(parts, "training_id", tid)
+    assert pid is not None and len(aim_servers(parts, tid)) == 1
+    # The other API process serves the same report from the same process.
+    assert two.get(api).json()["status"] == "running"
+    assert two.post(api, json={"type": "standard"}).json()["status"] == "running"
+    assert two.get(f"{body['url']}api/projects/").status_code == 200
+    assert evaluation_pid(parts, "training_id", tid) == pid
+    assert len(aim_servers(parts, tid)) == 1
+
+    # Stopped through the other process: the process is gone, both say expired.
+    assert two.delete(api).status_code == 204
+    wait_gone(parts, [pid], tid)
+    assert not aim_servers(parts, tid)
+    assert one.get(api).json()["status"] == two.get(api).json()["status"] == "expired"
+
+    # Revived by a proxied request through the second; deleting the training through the
+    # first stops it.
+    assert two.get(f"{body['url']}api/projects/").status_code == 200
+    revived = evaluation_pid(parts, "training_id", tid)
+    assert revived is not None and revived != pid and len(aim_servers(parts, tid)) == 1
+    assert one.delete(f"/api/v1/trainings/{tid}").status_code == 204
+    wait_gone(parts, [revived], tid)
+    assert not aim_servers(parts, tid)
