@@ -68,9 +68,11 @@ class Settings(BaseSettings):
                                  "file a dataset import reads, as declared and as read.")
 
     evaluation_idle_s: int = Field(default=5 * 3600, description="Idle Aim UIs stop after this.")
-    max_evaluations: int = Field(default=4, description="Concurrent Aim UI processes.")
+    max_evaluations: int = Field(default=4, description="Concurrent Aim UI processes of the "
+                                 "deployment.")
     inference_idle_s: int = Field(default=30 * 60, description="Idle predictors stop after this.")
-    max_predictors: int = 4
+    max_predictors: int = Field(default=4, description="Concurrent predictor processes of the "
+                                "deployment.")
     service_memory_mb: int = Field(default=4096, ge=64, description="Memory limit (RLIMIT_DATA) "
                                    "of each predictor and Aim UI process.")
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import make_engine
+from app.migrate import upgrade_to_head
 from tests.browser import launch
 from tests.live import Live, start_live
 from tests.pg import private_database
@@ -69,6 +73,19 @@ def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for this test run (dropped afterwards)."""
     with private_database("trainyard_test_") as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a migrated database of the test's own, SQLite then PostgreSQL (not the
+    live platforms' database: they hold the real reconciler lease and services)."""
+    with ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path / 'own.db'}" if request.param == "sqlite"
+               else stack.enter_context(private_database()))
+        upgrade_to_head(url)
+        engine = make_engine(url)
+        yield sessionmaker(bind=engine)
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")

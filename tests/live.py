@@ -139,6 +139,13 @@ class Parts(Live):
         self.others.append(proc)
         return proc
 
+    def start_api(self) -> str:
+        """Start one more API process on the same data dir and database; its URL."""
+        log = self.data_dir.parent / f"{self.data_dir.name}-api-{len(self.others)}.log"
+        proc, url = start_api(self.env, log)
+        self.others.append(proc)
+        return url
+
     def stop(self) -> None:
         order = [*reversed(self.others), self.proc]  # workers first, Redis last
         for proc in order:
@@ -170,6 +177,19 @@ def start_parts(data_dir: Path, *, database_url: str | None = None) -> Parts:
     subprocess.run([sys.executable, "-m", "app.cli.main", "bootstrap"], cwd=ROOT, env=env,
                    check=True, capture_output=True)
     log = data_dir.parent / f"{data_dir.name}-api.log"
+    try:
+        api, url = start_api(env, log, port=port)
+    except RuntimeError:
+        redis.kill()
+        raise
+    return Parts(url=url, data_dir=data_dir, proc=api, database_url=database_url, log=log,
+                 env=env, others=[redis])
+
+
+def start_api(env: dict[str, str], log: Path, *,
+              port: int | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start one API process (uvicorn) with `env` and wait until it answers: (process, URL)."""
+    port = port or free_port()
     api = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port",
          str(port), "--no-access-log"], cwd=ROOT, env=env, stdout=log.open("w"),
@@ -179,10 +199,8 @@ def start_parts(data_dir: Path, *, database_url: str | None = None) -> Parts:
     while time.monotonic() < deadline and api.poll() is None:
         try:
             if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                return Parts(url=url, data_dir=data_dir, proc=api, database_url=database_url,
-                             log=log, env=env, others=[redis])
+                return api, url
         except httpx.HTTPError:
             time.sleep(0.1)
     api.kill()
-    redis.kill()
     raise RuntimeError(f"the API did not start:\n{log.read_text()}")

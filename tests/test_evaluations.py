@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,11 +13,14 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from sqlalchemy import select
 
+from app.db import make_engine
 from app.evaluations.aim_data import read_runs
 from app.evaluations.log_parser import parse_log
 from app.evaluations.offline import offline_page
 from app.evaluations.sources import aim_state
+from app.models import Service
 from app.statuses import FINISHED
 from tests.browser import LAPTOP, ConsoleWatch, chromium_missing, launch, screenshot
 from tests.cifar_data import write_cifar_binary
@@ -114,18 +116,29 @@ def wait_running(client: httpx.Client, url: str, timeout: float = 60) -> dict[st
     raise AssertionError(f"evaluation stayed starting: {body}")
 
 
+def _aim_service(live: Live, column: str, subject_id: int) -> tuple[int | None, str] | None:
+    """(pid, socket) of the evaluation's Aim process: its row among the services."""
+    owner = f"{'training' if column == 'training_id' else 'repo'}:{subject_id}"
+    engine = make_engine(live.database_url or f"sqlite:///{live.data_dir / 'trainyard.db'}")
+    try:
+        with engine.connect() as db:
+            row = db.execute(select(Service.pid, Service.socket).where(
+                Service.kind == "aim", Service.owner_key == owner)).first()
+    finally:
+        engine.dispose()
+    return None if row is None else (row[0], row[1] or "")
+
+
 def evaluation_pid(live: Live, column: str, subject_id: int) -> int | None:
-    with sqlite3.connect(live.data_dir / "trainyard.db") as db:
-        row = db.execute(f"SELECT pid FROM evaluations WHERE {column} = ?",
-                         (subject_id,)).fetchone()
-    return None if row is None else row[0]
+    found = _aim_service(live, column, subject_id)
+    return None if found is None else found[0]
 
 
 def served_repo(live: Live, column: str, subject_id: int) -> Path:
     """The Aim repository an evaluation's process serves: in its box, beside its socket."""
-    with sqlite3.connect(live.data_dir / "trainyard.db") as db:
-        [socket] = db.execute(f"SELECT socket FROM evaluations WHERE {column} = ?",
-                              (subject_id,)).fetchone()
+    found = _aim_service(live, column, subject_id)
+    assert found is not None
+    socket = found[1]
     path = Path(socket)
     assert path.parent.parent.parent == live.data_dir / "run" / "aim"
     return path.parent / "repo"

@@ -20,9 +20,11 @@ import httpx
 import psutil
 import pytest
 from PIL import Image
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
-from app.inference.manager import PredictorManager, PredictorSpec
+from app.inference.manager import PredictorManager, PredictorSpec, checkpoint_of
+from app.models import Repository, Training, TrainingStatus, User
 from app.procs import sandbox as sandboxing
 from tests.browser import LAPTOP, ConsoleWatch, chromium_missing, launch, screenshot
 from tests.cifar_data import write_cifar_binary
@@ -285,12 +287,35 @@ def test_publish_a_checkpoint_as_a_model_input(live: Live,
     assert "PRETRAIN the best weights" in log
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waits for the process that started it to reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _training_row(sessions: sessionmaker[Session]) -> int:
+    """A Completed training's row for the launcher's foreign key (no files behind it)."""
+    with sessions() as db:
+        user = User(username=unique("u"))
+        repo = Repository(owner=user, name=unique("r"))
+        training = Training(repo=repo, job_name="t", config={}, boot_file="main.py",
+                            runtime="python3.11", flavor="cpu", queue="cpu",
+                            status=TrainingStatus.COMPLETED)
+        db.add_all([user, repo, training])
+        db.commit()
+        return training.id
+
+
 @pytest.mark.parametrize("sandbox", ["auto", "off"])
 def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str,
+        sessions: sessionmaker[Session]) -> None:
     monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path / "data"))  # the sandbox's files
     monkeypatch.setenv("TRAINYARD_SANDBOX", sandbox)  # off: unsandboxed, as before issue 13
     get_settings.cache_clear()
+    training_id = _training_row(sessions)
     app = tmp_path / "workspace" / "inference" / "app.py"
     app.parent.mkdir(parents=True)
     app.write_text(FAKE_APP)
@@ -299,32 +324,49 @@ def test_idle_predictors_stop_and_the_cap_evicts_the_least_recently_used(
     for name in ("a", "b"):
         checkpoint = tmp_path / "workspace" / f"{name}.ckpt"
         checkpoint.write_bytes(name.encode() * 10)
-        specs.append(PredictorSpec(training_id=1, app_path=app, checkpoint=checkpoint,
+        specs.append(PredictorSpec(training_id=training_id, app_path=app, checkpoint=checkpoint,
                                    base_python=sys.executable, home=tmp_path / "home",
                                    log_path=tmp_path / f"{name}.log",
                                    envs_cache=tmp_path / "envs", runtime_dir=run))
     pixel = {"width": 2, "height": 2, "rgb": bytes(range(12))}
 
+    async def pids(manager: PredictorManager) -> list[tuple[str, int | None]]:
+        return [(checkpoint_of(r), r.pid) for r in await manager.running(training_id)]
+
     async def scenario() -> None:
-        manager = PredictorManager(max_predictors=1, idle_s=0.6)
+        # Two managers on one database stand in for two API processes: the cap and the idle
+        # time count the rows of both.
+        one = PredictorManager(max_predictors=1, idle_s=0.6, sessions=sessions)
+        two = PredictorManager(max_predictors=1, idle_s=0.6, sessions=sessions)
+        one.start()
+        two.start()
         try:
-            first = await manager.predict(specs[0], **pixel)
+            first = await one.predict(specs[0], **pixel)
             assert first.cold_start_s is not None and len(first.scores) == len(CLASSES)
-            pid_a = manager.running(1)[0].proc.pid
+            [(_, pid_a)] = await pids(one)
+            assert pid_a is not None
             tree = psutil.Process(pid_a).children(recursive=True)
             assert any(p.name() == "bwrap" for p in tree) == sandboxing.state().enabled
-            assert (await manager.predict(specs[0], **pixel)).cold_start_s is None
-            await manager.predict(specs[1], **pixel)  # over the cap of one: `a` goes
-            assert [p.spec.checkpoint.name for p in manager.running(1)] == ["b.ckpt"]
-            assert not psutil.pid_exists(pid_a)
-            pid_b = manager.running(1)[0].proc.pid
-            await asyncio.sleep(2.0)  # idle for longer than idle_s: the sweeper stops it
-            assert manager.running(1) == [] and not psutil.pid_exists(pid_b)
-            await manager.predict(specs[0], **pixel)
-            pid = manager.running(1)[0].proc.pid
+            assert (await two.predict(specs[0], **pixel)).cold_start_s is None  # one's process
+            assert await pids(two) == [("a.ckpt", pid_a)]
+            await two.predict(specs[1], **pixel)  # over the deployment's cap of one: `a` goes
+            [(name, pid_b)] = await pids(one)
+            assert name == "b.ckpt" and not running(pid_a)
+            assert pid_b is not None
+            again = await one.predict(specs[1], **pixel)  # two's predictor, found in the row
+            assert again.cold_start_s is None
+            await asyncio.sleep(2.0)  # idle for longer than idle_s: a sweeper stops it
+            assert await pids(one) == [] and not running(pid_b)
+            both = await asyncio.gather(one.predict(specs[0], **pixel),
+                                        two.predict(specs[0], **pixel))  # started once
+            assert all(b.cold_start_s is not None for b in both)
+            [(_, pid)] = await pids(two)
+            assert pid is not None
+            assert len([c for c in (*one.launcher.children, *two.launcher.children)]) == 1
         finally:
-            await manager.shutdown()
-        assert manager.predictors == {} and not psutil.pid_exists(pid)
+            await one.shutdown()
+            await two.shutdown()
+        assert not psutil.pid_exists(pid) and await pids(one) == []
 
     try:
         asyncio.run(scenario())

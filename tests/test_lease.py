@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine
-from app.migrate import upgrade_to_head
 from app.workers.lease import release, try_acquire
-from tests.pg import private_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    """Sessions on a migrated database, SQLite then PostgreSQL."""
-    with ExitStack() as stack:
-        # Its own database: the session's live platforms hold the real reconciler lease.
-        url = (f"sqlite:///{tmp_path / 'lease.db'}" if request.param == "sqlite"
-               else stack.enter_context(private_database()))
-        upgrade_to_head(url)
-        engine = make_engine(url)
-        yield sessionmaker(bind=engine)
-        engine.dispose()
 
 
 def test_one_holder_until_it_expires_or_releases(sessions: sessionmaker[Session]) -> None:

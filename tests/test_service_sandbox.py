@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from tests.inference_apps import (
 )
 from tests.live import Live
 from tests.sandboxing import require_sandbox
+from tests.test_evaluations import evaluation_pid
 
 PLATFORM_WORDS = ("uvicorn", "celery", "redis-server", "app.cli.main", "trainyard")
 # Prints one LossMonitor line, so that a standard evaluation (an Aim UI) can start on it.
@@ -84,9 +84,8 @@ def _wait_evaluation(client: httpx.Client, training_id: int) -> dict[str, Any]:
 
 def _aim_server(live: Live, training_id: int) -> psutil.Process:
     """The Python process serving a training's Aim UI (inside the sandbox, below the shim)."""
-    with sqlite3.connect(live.data_dir / "trainyard.db") as db:
-        [pid] = db.execute("SELECT pid FROM evaluations WHERE training_id = ?",
-                           (training_id,)).fetchone()
+    pid = evaluation_pid(live, "training_id", training_id)
+    assert pid is not None
     [server] = [p for p in psutil.Process(pid).children(recursive=True)
                 if p.cmdline()[:3] == [p.cmdline()[0], "-m", "app.evaluations.aim_server"]]
     return server
@@ -222,9 +221,8 @@ def test_deleting_the_training_stops_both_sandboxes_entirely(
     client, training_id = neighbours["client"], neighbours["training"]
     body = client.get(f"/api/v1/trainings/{training_id}/inference").json()
     shims = [psutil.Process(p["pid"]) for p in body["predictors"]]
-    with sqlite3.connect(live.data_dir / "trainyard.db") as db:
-        [aim_shim] = db.execute("SELECT pid FROM evaluations WHERE training_id = ?",
-                                (training_id,)).fetchone()
+    aim_shim = evaluation_pid(live, "training_id", training_id)
+    assert aim_shim is not None
     everything = [psutil.Process(aim_shim), *shims]
     for shim in list(everything):
         everything += shim.children(recursive=True)

@@ -1,9 +1,11 @@
-"""Aim UI processes owned by this API process: a pre-warmed spare, launch, liveness, stop.
+"""Aim UI processes of this API process: a pre-warmed spare, and launching a job in it.
 
 Each Aim UI runs `python -m app.evaluations.aim_server` under the reaper shim
 (`app.procs.supervise`), in the sandbox when `app.procs.sandbox.state()` allows, so it dies
 with the API process and takes everything it started along. Spawn only from the event loop's
 thread: the death signal follows the *thread* that forked, and thread-pool threads come and go.
+Once it has a job, a process is handed over to the launcher (`app.launcher`), which records,
+reaps and stops it like every long-lived service.
 
 Every process gets a box (`app.procs.services`): `run/aim/<token>/` in the data dir's
 runtime area (0700, the platform's), holding `warm.log` (what it printed before it got a job),
@@ -19,12 +21,10 @@ tables there). The spec arrives on stdin, a unix socket, with the log's file des
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -32,12 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from app import storage
 from app.procs import sandbox as sandboxing
 from app.procs import services, supervise
-from app.procs.tree import kill_process_tree
+from app.procs.tree import kill_process_tree, pid_runs
 
 logger = logging.getLogger(__name__)
 
@@ -74,18 +72,14 @@ def child_env(home: Path, tmp: Path) -> dict[str, str]:
 
 def is_aim_process(pid: int) -> bool:
     """True when `pid` is a running (not zombie) Aim UI process of Trainyard."""
-    try:
-        proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and SERVER_MODULE in proc.cmdline()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
+    return pid_runs(pid, argument=SERVER_MODULE)
 
 
 @dataclass
 class AimChild:
     """A started Aim process, its box and the channel its spec goes through."""
 
-    proc: subprocess.Popen[bytes]
+    proc: supervise.Started
     box: services.Box
     channel: socket.socket | None
 
@@ -102,7 +96,7 @@ class AimProcesses:
         self._spare: AimChild | None = None
         self._spare_since = 0.0
         self._children: dict[int, AimChild] = {}
-        self._template_maker: subprocess.Popen[bytes] | None = None
+        self._template_maker: supervise.Started | None = None
 
     def _ensure_template(self) -> Path | None:
         """The template if it exists; otherwise start making it (once) and return None."""
@@ -170,8 +164,9 @@ class AimProcesses:
                 spare.channel.close()
                 spare.channel = None
 
-    async def launch(self, stage: Stager, *, log: Path) -> tuple[int, str]:
-        """Hand a job to the spare (or a fresh process): (its pid, the socket it will serve)."""
+    async def launch(self, stage: Stager, *, log: Path) -> AimChild:
+        """Hand a job to the spare (or a fresh process) and hand the process over to the
+        caller (the launcher reaps it and removes its box from then on)."""
         child = self._spare if self._spare is not None and self._spare.proc.poll() is None \
             else None
         self._spare = None
@@ -192,8 +187,9 @@ class AimProcesses:
                 await self.stop(child.proc.pid, grace_s=0.5)
                 raise
         assert child is not None
+        del self._children[child.proc.pid]
         self.prewarm()
-        return child.proc.pid, str(child.socket)
+        return child
 
     @staticmethod
     def _stage(stage: Stager, box: services.Box) -> dict[str, Any]:
@@ -216,42 +212,23 @@ class AimProcesses:
             child.channel.close()
             child.channel = None
 
-    def owns(self, pid: int) -> bool:
-        """True when this API process started `pid` and it has not been reaped."""
-        return pid in self._children
-
-    def alive(self, pid: int | None) -> bool:
-        """True when the Aim process `pid` runs (ours or another API worker's)."""
-        if pid is None:
-            return False
-        own = self._children.get(pid)
-        if own is not None:
-            return own.proc.poll() is None
-        return is_aim_process(pid)
-
     def reap(self) -> dict[int, int]:
-        """Forget exited children (and drop their boxes); returns their pids with exit codes."""
+        """Forget exited processes not handed over (retired spares, failed launches) and drop
+        their boxes; returns their pids with exit codes."""
         gone = {pid: code for pid, child in self._children.items()
                 if (code := child.proc.poll()) is not None}
         for pid in gone:
             self._discard(self._children.pop(pid))
         return gone
 
-    def children(self) -> list[int]:
-        """Pids of the running Aim processes this API process started and gave a job to (one
-        whose box is still being filled is not among them: no row can name it yet)."""
-        return [pid for pid, child in self._children.items()
-                if child.proc.poll() is None and child.channel is None]
-
     async def stop(self, pid: int | None, *, grace_s: float = 5.0) -> None:
         """Stop the tree of `pid` (its reaper shim): SIGTERM, then SIGKILL after `grace_s`."""
-        if pid is None or not (self.owns(pid) or is_aim_process(pid)):
+        if pid is None or not (pid in self._children or is_aim_process(pid)):
             return
         await asyncio.to_thread(kill_process_tree, pid, grace_s)
         own = self._children.pop(pid, None)
         if own is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                own.proc.wait(timeout=2)
+            supervise.wait_exit(own.proc, 2)
             self._discard(own)
 
     def _discard(self, child: AimChild) -> None:

@@ -1,14 +1,18 @@
-"""The evaluations of this API process: start, reuse, revive, expire and stop Aim UIs.
+"""Evaluations: start, reuse, revive, expire and stop Aim UIs, one per subject in the
+deployment.
 
-Rows in the database say what runs where (shared by every worker); each worker stops the
-processes it started when it shuts down. A row whose process is gone (a restart, a crash)
-reads as expired and is started again on demand.
+The evaluation row (`evaluations`) is what users see: kind, source, status, error. Its Aim
+process is a `services` row of the launcher (`app.launcher`, kind `aim`, owner
+"training:<id>" or "repo:<id>"), which makes it one process for every API process, counts the
+cap and the idle time over the deployment, and stops it from any API process on its host. An
+active evaluation whose service is gone (idle, crashed, its API process restarted) reads as
+expired and is started again on demand. The manager's database work is its own short
+transactions (`app.launcher.records.transact`), never a request's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -18,19 +22,19 @@ from typing import Any, TypeVar
 
 import httpx
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app import storage
 from app.config import get_settings
-from app.db import get_sessionmaker
 from app.errors import AppError, NotFound
 from app.evaluations import service, staging
-from app.evaluations.aim_process import AimProcesses
+from app.evaluations.aim_process import AimProcesses, Stager
 from app.evaluations.schemas import EvaluationPublic
-from app.evaluations.sources import Subject, repo_subject, training_subject
-from app.models import EVALUATION_ACTIVE, Evaluation, EvaluationStatus, Repository
+from app.evaluations.sources import Subject, repo_workdir
+from app.launcher import records
+from app.launcher.launcher import Launcher, ServiceElsewhere, Spawned
+from app.launcher.records import STALE_CLAIM_S, ServiceRef, is_gone, transact
+from app.models import EVALUATION_ACTIVE, Evaluation, EvaluationStatus, ServiceKind
+from app.models import ServiceState as State
 from app.models.base import utcnow
 from app.procs import sandbox as sandboxing
 from app.procs import services
@@ -39,7 +43,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READY_TIMEOUT_S = 300.0  # building a repository from a long log can take minutes
-STALE_CLAIM_S = 30.0     # a row claimed this long ago without a pid lost its starter
 AIM_ORIGIN = "http://aim"  # the Host Aim sees behind the proxy (it listens on a unix socket)
 
 
@@ -49,21 +52,53 @@ class EvaluationFailed(AppError):
 
 
 async def _db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    def call() -> T:
-        with get_sessionmaker()() as db:
-            return fn(db, *args, **kwargs)
-    return await run_in_threadpool(call)
+    return await transact(fn, *args, **kwargs)
+
+
+def owner_key(subject: Subject) -> str:
+    """The subject's Aim UI among the services: "training:<id>" or "repo:<id>"."""
+    return f"{subject.kind}:{subject.id}"
+
+
+class AimStarter:
+    """Starts the Aim UI of one evaluation, for the launcher."""
+
+    def __init__(self, manager: EvaluationManager, subject: Subject, stage: Stager) -> None:
+        self.manager, self.subject, self.stage = manager, subject, stage
+
+    async def spawn(self) -> Spawned:
+        """Give the job to the spare Aim process (or a fresh one)."""
+        try:
+            child = await self.manager.procs.launch(self.stage, log=self.subject.log)
+        except OSError as exc:
+            raise EvaluationFailed(
+                f"the Aim repository could not be copied for Aim's UI: {exc}") from exc
+        return Spawned(proc=child.proc, socket=str(child.socket), box_root=child.box.root)
+
+    async def wait_ready(self, spawned: Spawned) -> dict[str, Any]:
+        """Wait until Aim's API answers; its log tail when it never does."""
+        if await self.manager.wait_ready(self.subject, spawned.socket, spawned.proc.pid,
+                                         timeout_s=READY_TIMEOUT_S):
+            return {}
+        tail = service.log_tail(self.subject)
+        raise EvaluationFailed("Aim's UI did not start" + (
+            f":\n{tail}" if tail else f" within {READY_TIMEOUT_S:.0f} s"))
 
 
 class EvaluationManager:
     """Starts Aim UIs on request, keeps them while used, stops them when idle or unneeded."""
 
     def __init__(self) -> None:
+        settings = get_settings()
         self.procs = AimProcesses()
+        self.launcher = Launcher(kind=ServiceKind.AIM, max_count=max(1, settings.max_evaluations),
+                                 idle_s=settings.evaluation_idle_s,
+                                 start_timeout_s=READY_TIMEOUT_S + 60, grace_s=5.0,
+                                 failure=EvaluationFailed, on_gone=self._forget)
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._http: dict[str, httpx.AsyncClient] = {}
-        self._unrecorded: set[int] = set()  # launched, pid not yet in the database
+        self._ready: dict[str, ServiceRef] = {}  # the proxy's cache: ready Aim UIs by owner
 
     @property
     def idle_s(self) -> int:
@@ -81,32 +116,54 @@ class EvaluationManager:
             self._http[socket] = client
         return client
 
-    async def _close_clients(self, keep: set[str]) -> None:
-        for socket in [s for s in self._http if s not in keep]:
-            await self._http.pop(socket).aclose()
+    def _forget(self, owner: str, socket: str | None) -> None:
+        known = self._ready.get(owner)
+        if known is not None and known.socket == socket:
+            del self._ready[owner]
+        client = self._http.pop(socket, None) if socket is not None else None
+        if client is not None:
+            self._background(client.aclose())
+
+    def forget(self, subject: Subject) -> None:
+        """Read the subject's service row again next time (its socket did not answer)."""
+        self._ready.pop(owner_key(subject), None)
 
     async def start(self) -> None:
-        """Start the idle sweeper (and find out, off the event loop, whether to sandbox Aim)."""
+        """Start the upkeep (and find out, off the event loop, whether to sandbox Aim)."""
         await asyncio.to_thread(sandboxing.state)
         await asyncio.to_thread(services.remove_orphan_boxes, storage.runtime_dir("aim"))
+        self.launcher.start_upkeep()
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def shutdown(self) -> None:
-        """Stop the sweeper and every Aim process this API process started."""
+        """Stop the upkeep and every Aim process this API process started."""
         for task in [self._sweeper, *self._tasks]:
             if task is not None:
                 task.cancel()
+        await self.launcher.shutdown()
         await self.procs.shutdown()
-        await self._close_clients(set())
+        for client in list(self._http.values()):
+            await client.aclose()
+        self._http.clear()
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- state ---------------------------------------------------------------------------
 
-    def gone(self, row: Evaluation) -> bool:
-        """True when an active row's process is not running (or never got started)."""
-        if row.pid is None:
+    async def _service(self, subject: Subject) -> ServiceRef | None:
+        row: ServiceRef | None = await _db(records.get, ServiceKind.AIM, owner_key(subject))
+        return row
+
+    @staticmethod
+    def gone(row: Evaluation, svc: ServiceRef | None) -> bool:
+        """True when an active evaluation's Aim process is not running (or never started)."""
+        if svc is None:
             stale = (utcnow() - row.last_used_at).total_seconds() > STALE_CLAIM_S
             return row.status == EvaluationStatus.RUNNING or stale
-        return not self.procs.alive(row.pid)
+        return svc.state in (State.FAILED, State.STOPPING) or svc.detached or is_gone(svc)
 
     async def describe(self, subject: Subject) -> EvaluationPublic:
         """The evaluation's status; a row whose process vanished reads as expired."""
@@ -116,8 +173,9 @@ class EvaluationManager:
         if row is None:
             raise NotFound(f"no evaluation of {subject.kind} {subject.id} yet: start one",
                            code="no_evaluation")
-        if row.status in EVALUATION_ACTIVE and self.gone(row) \
-                and await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED):
+        if row.status in EVALUATION_ACTIVE and self.gone(row, await self._service(subject)) \
+                and await _db(service.mark, row.id, generation=row.created_at,
+                              status=EvaluationStatus.EXPIRED):
             row = await _db(service.get_row, subject) or row
         return service.to_public(subject, row, idle_s=self.idle_s)
 
@@ -129,13 +187,16 @@ class EvaluationManager:
         self.procs.prewarm()
         plan = await _db(service.plan_for, subject, kind=kind, aim_path=aim_path)
         row = await _db(service.get_row, subject)
+        svc = await self._service(subject)
         reusable = (row is not None and row.status in EVALUATION_ACTIVE and row.type == kind
-                    and row.aim_path == plan.aim_path and not self.gone(row)
+                    and row.aim_path == plan.aim_path and not self.gone(row, svc)
                     and (row.status == EvaluationStatus.STARTING
-                         or service.is_built(row, plan.build)))
+                         or service.is_built(svc.socket if svc else None, plan.build)))
         if reusable:
             assert row is not None
             await _db(service.touch, row.id)
+            if svc is not None:
+                self.launcher.touch(svc)
         else:
             await self._launch(subject, kind=kind, seen=row, plan=plan)
         return await self.describe(subject)
@@ -147,42 +208,37 @@ class EvaluationManager:
             try:
                 plan = await _db(service.plan_for, subject, kind=kind, aim_path=seen.aim_path)
             except AppError as exc:
-                await _db(service.mark, seen.id, pid=seen.pid, status=EvaluationStatus.FAILED,
-                          error=exc.detail)
+                await _db(service.mark, seen.id, generation=seen.created_at,
+                          status=EvaluationStatus.FAILED, error=exc.detail)
                 raise
         row = await _db(service.claim, subject, kind=kind, aim_path=plan.aim_path, seen=seen)
         if row is None:
             return  # another request is starting it
-        if seen is not None and seen.pid is not None:
-            await self.procs.stop(seen.pid)
-        await self._make_room(keep=row.id)
+        self.forget(subject)
+        old = await self._service(subject)
+        if old is not None:  # the previous generation's process (other settings or data)
+            await self.launcher.stop(old)
         try:
-            pid, socket = await self.procs.launch(staging.stager(subject, plan), log=subject.log)
-        except OSError as exc:
-            await _db(service.mark, row.id, pid=None, status=EvaluationStatus.FAILED,
-                      error=f"the Aim repository could not be copied for Aim's UI: {exc}")
-            raise EvaluationFailed(f"the Aim repository could not be prepared: {exc}") from exc
-        self._unrecorded.add(pid)
-        try:
-            recorded = await _db(service.record_pid, row.id, pid, socket)
-        finally:
-            self._unrecorded.discard(pid)
-        if not recorded:
-            await self.procs.stop(pid)
-            return
-        task = asyncio.create_task(self._watch(subject, row.id, pid, socket))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            await self.launcher.make_room()  # before answering: the evicted one reads expired
+        except AppError as exc:
+            await _db(service.mark, row.id, generation=row.created_at,
+                      status=EvaluationStatus.FAILED, error=exc.detail)
+            raise
+        self._background(self._start(subject, row, plan))
 
-    async def _watch(self, subject: Subject, row_id: int, pid: int, socket: str) -> None:
-        if await self.wait_ready(subject, socket, pid, timeout_s=READY_TIMEOUT_S):
-            await _db(service.mark, row_id, pid=pid, status=EvaluationStatus.RUNNING)
+    async def _start(self, subject: Subject, row: Evaluation, plan: service.Plan) -> None:
+        starter = AimStarter(self, subject, staging.stager(subject, plan))
+        try:
+            await self.launcher.acquire(
+                owner_key(subject), starter,
+                training_id=subject.id if subject.kind == "training" else None,
+                repo_id=subject.id if subject.kind == "repo" else None)
+        except AppError as exc:
+            await _db(service.mark, row.id, generation=row.created_at,
+                      status=EvaluationStatus.FAILED, error=exc.detail)
             return
-        tail = service.log_tail(subject)
-        error = ("Aim's UI did not start" + (f":\n{tail}" if tail else f" within "
-                                             f"{READY_TIMEOUT_S:.0f} s"))
-        await _db(service.mark, row_id, pid=pid, status=EvaluationStatus.FAILED, error=error)
-        await self.procs.stop(pid)
+        await _db(service.mark, row.id, generation=row.created_at,
+                  status=EvaluationStatus.RUNNING)
 
     async def wait_ready(self, subject: Subject, socket: str, pid: int, *,
                          timeout_s: float) -> bool:
@@ -190,7 +246,7 @@ class EvaluationManager:
         url = f"{subject.base_path}/api/projects/"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while loop.time() < deadline and self.procs.alive(pid):
+        while loop.time() < deadline and records.process_alive(pid):
             try:
                 if (await self.http(socket).get(url, timeout=2.0)).status_code == 200:
                     return True
@@ -199,31 +255,32 @@ class EvaluationManager:
             await asyncio.sleep(0.05)
         return False
 
-    async def _make_room(self, *, keep: int) -> None:
-        """Stop the least recently used Aim UIs beyond the configured cap."""
-        others = [r for r in await _db(service.active_rows)
-                  if r.id != keep and not self.gone(r)]
-        excess = len(others) - (get_settings().max_evaluations - 1)
-        for row in others[:max(excess, 0)]:
-            if await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED):
-                await self.procs.stop(row.pid)
-
     # -- serving -------------------------------------------------------------------------
 
     async def serving_socket(self, subject: Subject, row: Evaluation) -> str:
-        """The socket of the subject's running Aim UI, reviving or awaiting it as needed."""
+        """The socket of the subject's running Aim UI, reviving or awaiting it as needed (no
+        database read while a known Aim UI serves)."""
+        key = owner_key(subject)
+        known = self._ready.get(key)
+        if known is not None and known.socket is not None \
+                and row.status == EvaluationStatus.RUNNING:
+            return known.socket
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_TIMEOUT_S
         revived = False
         while loop.time() < deadline:
             if row.status == EvaluationStatus.FAILED:
                 raise EvaluationFailed(row.error or "the evaluation failed: start it again")
-            if row.status in EVALUATION_ACTIVE and not self.gone(row):
-                if row.pid is None or row.socket is None:  # another request is starting it
-                    await asyncio.sleep(0.1)
-                elif row.status == EvaluationStatus.RUNNING or await self.wait_ready(
-                        subject, row.socket, row.pid, timeout_s=deadline - loop.time()):
-                    return row.socket
+            svc = await self._service(subject) if row.status in EVALUATION_ACTIVE else None
+            if row.status in EVALUATION_ACTIVE and not self.gone(row, svc):
+                if svc is not None and svc.state == State.READY:
+                    if not svc.here:
+                        raise ServiceElsewhere(f"the Aim UI of {key} runs on host {svc.host}, "
+                                               "whose socket this API process cannot reach")
+                    assert svc.socket is not None
+                    self._ready[key] = svc
+                    return svc.socket
+                await asyncio.sleep(0.1)  # another request is starting it
             elif not revived:  # expired, or its process is gone: start it again, once
                 await self._launch(subject, kind=row.type, seen=row)
                 revived = True
@@ -240,67 +297,42 @@ class EvaluationManager:
         every = min(30.0, self.idle_s / 4)
         return (utcnow() - row.last_used_at).total_seconds() >= every
 
-    async def touch(self, row: Evaluation) -> None:
+    async def touch(self, subject: Subject, row: Evaluation) -> None:
         """Postpone the expiry of a used report (written at most every few seconds)."""
         if self.touch_due(row):
             await _db(service.touch, row.id)
+        svc = self._ready.get(owner_key(subject))
+        if svc is not None:
+            self.launcher.touch(svc)
 
     # -- stopping ------------------------------------------------------------------------
 
     async def stop_subject(self, subject: Subject) -> None:
-        """Stop the subject's Aim UI (before the training or repository is deleted)."""
+        """Stop the subject's Aim UI, from any API process on its host."""
         row = await _db(service.get_row, subject)
         if row is not None and row.status in EVALUATION_ACTIVE:
-            await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED)
-            await self.procs.stop(row.pid)
+            await _db(service.mark, row.id, generation=row.created_at,
+                      status=EvaluationStatus.EXPIRED)
+        svc = await self._service(subject)
+        if svc is not None:
+            await self.launcher.stop(svc)
 
-    async def expire_idle(self) -> int:
-        """Stop the Aim UIs unused for the idle time; returns how many were stopped."""
-        stopped = 0
-        for row in await _db(service.idle_rows, idle_s=self.idle_s):
-            if await _db(service.mark, row.id, pid=row.pid, status=EvaluationStatus.EXPIRED):
-                await self.procs.stop(row.pid)
-                stopped += 1
-        return stopped
-
-    async def _reap(self) -> None:
-        gone = self.procs.reap()
-        rows = await _db(service.rows_by_pid, list(gone))
-        for pid, row in rows.items():
-            subject = await _db(service.subject_of, row)
-            tail = service.log_tail(subject)
-            await _db(service.mark, row.id, pid=pid, status=EvaluationStatus.FAILED,
-                      error=f"Aim's UI stopped (exit code {gone[pid]})"
-                      + (f":\n{tail}" if tail else ""))
-        # Processes whose row was deleted with its training or repository.
-        running = [pid for pid in self.procs.children() if pid not in self._unrecorded]
-        owned = await _db(_rows_with_pids, running)
-        for pid in running:
-            if pid not in owned and pid not in self._unrecorded:
-                await self.procs.stop(pid)
+    async def stop_detached(self) -> int:
+        """Stop the Aim UIs whose training or repository was deleted (after the commit)."""
+        return await self.launcher.stop_detached()
 
     async def sweep(self) -> None:
-        """One round of upkeep: reap exited processes, stop orphans and idle ones."""
-        await self._reap()
-        await self.expire_idle()
+        """One round of upkeep: retired spares reaped, the spare retired when unused."""
+        self.procs.reap()
         self.procs.retire_spare(idle_s=self.idle_s)
-        await self._close_clients({row.socket for row in await _db(service.active_rows)
-                                   if row.socket is not None})
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(min(30.0, max(0.5, self.idle_s / 4)))
             try:
                 await self.sweep()
-            except Exception:  # upkeep must outlive a database hiccup
+            except Exception:  # upkeep must go on
                 log.exception("evaluation upkeep failed")
-
-
-def _rows_with_pids(db: Session, pids: list[int]) -> set[int]:
-    if not pids:
-        return set()
-    return {pid for pid in db.scalars(select(Evaluation.pid).where(Evaluation.pid.in_(pids)))
-            if pid is not None}
 
 
 @lru_cache
@@ -311,7 +343,8 @@ def get_manager() -> EvaluationManager:
 
 @asynccontextmanager
 async def evaluations_lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    """Application lifespan: the upkeep task runs, and every Aim process stops on shutdown."""
+    """Application lifespan: the upkeep runs, and every Aim process this API process started
+    stops on shutdown."""
     manager = get_manager()
     await manager.start()
     try:
@@ -320,17 +353,13 @@ async def evaluations_lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await manager.shutdown()
 
 
-async def stop_repo_evaluation(repo: Repository) -> None:
-    """Stop a repository's comparison and drop its files (called before the repo is deleted)."""
-    subject = repo_subject(repo)
-    with contextlib.suppress(NotFound):
-        await get_manager().stop_subject(subject)
-    shutil.rmtree(subject.workdir, ignore_errors=True)
+async def stop_detached_evaluations() -> int:
+    """Stop the Aim UIs of deleted trainings and repositories (call after the commit)."""
+    return await get_manager().stop_detached()
 
 
-async def stop_training_evaluation(training_id: int) -> None:
-    """Stop a training's Aim UI (called before the training is deleted)."""
-    with contextlib.suppress(NotFound):
-        await get_manager().stop_subject(training_subject(training_id))
+def remove_repo_evaluation_files(repo_id: int) -> None:
+    """Drop a deleted repository's comparison files."""
+    shutil.rmtree(repo_workdir(repo_id), ignore_errors=True)
 
 

@@ -135,13 +135,14 @@ async def _proxy(request: Request, path: str, lookup: Lookup, back: str) -> Resp
                            code="no_evaluation")
         manager = get_manager()
         socket = await manager.serving_socket(subject, row)
-        await manager.touch(row)
+        await manager.touch(subject, row)
         try:
             return await _forward(request, socket=socket, path=path)
         except httpx.ConnectError:
             if request.method not in ("GET", "HEAD"):
                 raise EvaluationFailed("Aim's UI went away: try again") from None
             # The process ended since it was last seen: start it again and retry once.
+            manager.forget(subject)
             fresh = await run_in_threadpool(_fresh_row, subject)
             if fresh is None:
                 raise NotFound("this report is not started", code="no_evaluation") from None

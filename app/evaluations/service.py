@@ -1,14 +1,16 @@
 """Evaluation rules and rows: who may start what, and the status recorded in the database.
 
-The row is the registry shared by every API worker: status, the Aim process's pid and port.
-Transitions are conditional updates on (status, pid), so concurrent workers never both win.
+The row is the evaluation users see: its kind, source, status and error. Its Aim process is a
+`services` row of `app.launcher`. Transitions are conditional updates on (status, generation:
+`created_at`, renewed by each claim), so concurrent API processes never both win; these
+functions flush only, and the manager runs each in a short transaction of its own.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -69,83 +71,47 @@ def to_public(subject: Subject, row: Evaluation, *, idle_s: int) -> EvaluationPu
 
 def claim(db: Session, subject: Subject, *, kind: str, aim_path: str | None,
           seen: Evaluation | None) -> Evaluation | None:
-    """Mark the evaluation `starting`; None when another request got there first."""
+    """Mark the evaluation `starting` (a new generation: `created_at`); None when another
+    request got there first. Flushes only: the caller's transaction commits."""
     now = utcnow()
     values: dict[str, Any] = {"type": kind, "aim_path": aim_path,
-                              "status": EvaluationStatus.STARTING, "error": None, "pid": None,
-                              "socket": None, "last_used_at": now}
+                              "status": EvaluationStatus.STARTING, "error": None,
+                              "last_used_at": now}
     if seen is None:
         row = Evaluation(training_id=subject.id if subject.kind == "training" else None,
                          repo_id=subject.id if subject.kind == "repo" else None,
                          created_at=now, **values)
         db.add(row)
         try:
-            db.commit()
-        except IntegrityError:
+            db.flush()
+        except IntegrityError:  # the unique subject: another request inserted it
             db.rollback()
             return None
         return row
-    pid_matches = (Evaluation.pid.is_(None) if seen.pid is None
-                   else Evaluation.pid == seen.pid)
     result = db.execute(update(Evaluation).where(
-        Evaluation.id == seen.id, Evaluation.status == seen.status, pid_matches)
+        Evaluation.id == seen.id, Evaluation.status == seen.status,
+        Evaluation.created_at == seen.created_at)
         .values(created_at=now, **values))
-    db.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return db.get(Evaluation, seen.id, populate_existing=True)
 
 
-def record_pid(db: Session, row_id: int, pid: int, socket: str) -> bool:
-    """Store the pid of the process started for a claimed row, and the socket it serves on."""
-    result = db.execute(update(Evaluation).where(
-        Evaluation.id == row_id, Evaluation.status == EvaluationStatus.STARTING,
-        Evaluation.pid.is_(None))
-        .values(pid=pid, socket=socket))
-    db.commit()
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def mark(db: Session, row_id: int, *, pid: int | None, status: str,
+def mark(db: Session, row_id: int, *, generation: datetime, status: str,
          error: str | None = None) -> bool:
-    """Move an active row to `status` if it still belongs to process `pid`."""
-    pid_matches = Evaluation.pid.is_(None) if pid is None else Evaluation.pid == pid
+    """Move an active row to `status` if it is still the generation (`created_at`) seen."""
     values: dict[str, Any] = {"status": status, "error": error}
     if status == EvaluationStatus.RUNNING:  # idle time counts from when the report is ready
         values["last_used_at"] = utcnow()
     result = db.execute(update(Evaluation).where(
-        Evaluation.id == row_id, Evaluation.status.in_(EVALUATION_ACTIVE), pid_matches
-    ).values(**values))
-    db.commit()
+        Evaluation.id == row_id, Evaluation.status.in_(EVALUATION_ACTIVE),
+        Evaluation.created_at == generation).values(**values))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def touch(db: Session, row_id: int) -> None:
     """Record that the report was just used (it postpones expiry)."""
     db.execute(update(Evaluation).where(Evaluation.id == row_id).values(last_used_at=utcnow()))
-    db.commit()
-
-
-def idle_rows(db: Session, *, idle_s: float) -> list[Evaluation]:
-    """Running reports unused for `idle_s` seconds (starting ones are not idle)."""
-    cutoff = utcnow() - timedelta(seconds=idle_s)
-    return list(db.scalars(select(Evaluation).where(Evaluation.status == EvaluationStatus.RUNNING,
-                                                    Evaluation.last_used_at < cutoff)))
-
-
-def active_rows(db: Session) -> list[Evaluation]:
-    """Every active row, least recently used first."""
-    return list(db.scalars(select(Evaluation).where(Evaluation.status.in_(EVALUATION_ACTIVE))
-                           .order_by(Evaluation.last_used_at)))
-
-
-def rows_by_pid(db: Session, pids: list[int]) -> dict[int, Evaluation]:
-    """Active rows owning any of `pids`."""
-    if not pids:
-        return {}
-    rows = db.scalars(select(Evaluation).where(Evaluation.pid.in_(pids),
-                                               Evaluation.status.in_(EVALUATION_ACTIVE)))
-    return {row.pid: row for row in rows if row.pid is not None}
 
 
 def log_tail(subject: Subject) -> str:
@@ -155,16 +121,6 @@ def log_tail(subject: Subject) -> str:
     except OSError:
         return ""
     return "\n".join(lines[-LOG_TAIL_LINES:])
-
-
-def subject_of(db: Session, row: Evaluation) -> Subject:
-    """The subject a row belongs to."""
-    if row.training_id is not None:
-        return sources.training_subject(row.training_id)
-    repo = db.get(Repository, row.repo_id)
-    if repo is None:
-        raise NotFound(f"repository {row.repo_id} not found")
-    return sources.repo_subject(repo)
 
 
 def _compare_sources(db: Session, repo: Repository) -> list[dict[str, Any]]:
@@ -223,14 +179,15 @@ def plan_for(db: Session, subject: Subject, *, kind: str, aim_path: str | None) 
                                          experiment=training.repo.full_name))
 
 
-def is_built(row: Evaluation, build: dict[str, Any] | None) -> bool:
-    """True unless the row's process was given an older build than `build` (sources changed)."""
+def is_built(socket: str | None, build: dict[str, Any] | None) -> bool:
+    """True unless the Aim UI on `socket` was given an older build than `build` (its sources
+    changed)."""
     if build is None:
         return True
-    if row.socket is None:
+    if socket is None:
         return False
     try:
-        given = json.loads((box_of(row.socket) / "build.json").read_text())
+        given = json.loads((box_of(socket) / "build.json").read_text())
     except (OSError, ValueError):
         return False
     return bool(given == build["fingerprint"])

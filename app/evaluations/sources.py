@@ -75,7 +75,12 @@ def training_subject(training_id: int) -> Subject:
 def repo_subject(repo: Repository) -> Subject:
     """The comparison of a repository's trainings."""
     return Subject("repo", repo.id, f"/repos/{repo.owner.username}/{repo.name}/aim",
-                   evaluations_root() / f"repo-{repo.id}")
+                   repo_workdir(repo.id))
+
+
+def repo_workdir(repo_id: int) -> Path:
+    """Trainyard's files of a repository's comparison."""
+    return evaluations_root() / f"repo-{repo_id}"
 
 
 def _search_roots(training: Training) -> list[tuple[str, PurePosixPath]]:

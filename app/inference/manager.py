@@ -1,14 +1,19 @@
 """Predictor processes: started on demand, kept warm, stopped when idle or over the cap.
 
-One predictor serves one (training, checkpoint) pair. It runs `predictor.py` with the
-runtime's interpreter under the reaper shim (`app.procs.supervise`), so nothing it
-starts outlives it and it dies with the API process (the shim asks for SIGHUP when its parent
-goes; it is started from the event loop's thread, which lives as long as the process). The API
-talks to it over HTTP on a unix socket that the predictor creates in its box,
-`run/predictors/<token>/box/` in the data dir's runtime area (0700: only the platform's
-uid, and the predictor itself, can reach it; see `app.procs.services`). When the sandbox is on
-(`app.procs.sandbox.state()`) the predictor runs in it, seeing only the runtime, its code, its
-checkpoint and its box, with an environment made from scratch.
+One predictor serves one (training, checkpoint) pair in the whole deployment: its row in the
+`services` table (`app.launcher`) says which host runs it, its socket and its pid, so every API
+process on that host reaches the same process, and only one of them starts it. It runs
+`predictor.py` with the runtime's interpreter under the reaper shim (`app.procs.supervise`),
+so nothing it starts outlives it and it dies with the API process that started it (the shim
+asks for SIGHUP when its parent goes; it is started from the event loop's thread, which lives
+as long as the process). The API talks to it over HTTP on a unix socket that the predictor
+creates in its box, `run/predictors/<token>/box/` in the data dir's runtime area (0700: only
+the platform's uid, and the predictor itself, can reach it; see `app.procs.services`). When
+the sandbox is on (`app.procs.sandbox.state()`) the predictor runs in it, seeing only the
+runtime, its code, its checkpoint and its box, with an environment made from scratch.
+
+The hot path reads no row: each API process keeps the ready row of a predictor it used (its
+socket) and reads the row again only when connecting fails (stopped or restarted elsewhere).
 """
 
 from __future__ import annotations
@@ -18,20 +23,22 @@ import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.errors import AppError
+from app.launcher.launcher import Launcher, Spawned
+from app.launcher.records import ServiceRef
+from app.models import ServiceKind, ServiceState
 from app.procs import envs, services, supervise
 from app.procs import sandbox as sandboxing
 from app.procs.environ import build_env
 from app.procs.logfiles import tail_lines
-from app.procs.tree import kill_process_tree
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +55,6 @@ class PredictorFailed(AppError):
 
     status = 502
     code = "predictor_failed"
-
-
-class PredictorsBusy(AppError):
-    status = 503
-    code = "predictors_busy"
 
 
 @dataclass(frozen=True)
@@ -82,32 +84,18 @@ class PredictorSpec:
         return self.app_path.parent.parent
 
     @property
-    def key(self) -> tuple[int, str]:
-        """What identifies a predictor: the training and the checkpoint file."""
-        return (self.training_id, str(self.checkpoint))
+    def owner_key(self) -> str:
+        """What identifies a predictor in the deployment: the training and the checkpoint."""
+        try:
+            checkpoint = self.checkpoint.relative_to(self.workspace).as_posix()
+        except ValueError:
+            checkpoint = str(self.checkpoint)
+        return f"training:{self.training_id}:{checkpoint}"
 
 
-@dataclass
-class Predictor:
-    """A started predictor process and the client that talks to it."""
-
-    spec: PredictorSpec
-    proc: subprocess.Popen[bytes]
-    folder: Path
-    client: httpx.AsyncClient
-    started_at: float = field(default_factory=time.monotonic)
-    last_used: float = field(default_factory=time.monotonic)
-    in_flight: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def socket(self) -> Path:
-        """The unix socket it listens on."""
-        return self.folder / services.BOX / SOCKET_NAME
-
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.proc.poll() is None
+def checkpoint_of(row: ServiceRef) -> str:
+    """The checkpoint a predictor's row serves (as its owner key names it)."""
+    return row.owner_key.split(":", 2)[-1]
 
 
 @dataclass(frozen=True)
@@ -140,116 +128,46 @@ def log_tail(spec: PredictorSpec) -> str:
     return tail_lines(spec.log_path, LOG_TAIL_LINES)
 
 
-class PredictorManager:
-    """Starts, reuses and stops predictor processes (one manager per API process)."""
+def _client(socket: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=socket),
+                             base_url="http://predictor",
+                             timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0))
 
-    def __init__(self, *, max_predictors: int, idle_s: float) -> None:
-        self.max_predictors = max(1, max_predictors)
-        self.idle_s = idle_s
-        self.predictors: dict[tuple[int, str], Predictor] = {}
-        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
-        self._reaper: asyncio.Task[None] | None = None
-        self._warming: dict[tuple[int, str], asyncio.Task[None]] = {}
 
-    async def predict(self, spec: PredictorSpec, *, width: int, height: int,
-                      rgb: bytes) -> Prediction:
-        """Run one image through the spec's predictor, starting it when needed."""
-        cold_start: float | None = None
-        predictor = self.predictors.get(spec.key)
-        if predictor is None or not predictor.alive() or not predictor.info:
-            began = time.perf_counter()
-            predictor = await self.ensure_started(spec)
-            cold_start = round(time.perf_counter() - began, 3)
-        predictor.in_flight += 1
+class PredictorStarter:
+    """Starts the predictor of one spec, for the launcher."""
+
+    def __init__(self, spec: PredictorSpec) -> None:
+        self.spec = spec
+
+    async def spawn(self) -> Spawned:
+        """Resolve its interpreter, make its box and start it (in the sandbox when on)."""
+        spec = self.spec
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec.log_path.write_bytes(b"")
+        sandboxed = (await asyncio.to_thread(sandboxing.state)).enabled
         try:
-            response = await predictor.client.post(
-                "/predict", content=rgb, headers={"X-Width": str(width), "X-Height": str(height),
-                                                  "Content-Type": "application/octet-stream"})
-        except httpx.TransportError as exc:
-            await self._forget(predictor)
-            raise PredictorFailed(f"the predictor of training {spec.training_id} stopped while "
-                                  f"predicting ({exc!r}); its log ends with:\n"
-                                  f"{log_tail(spec)}") from exc
-        finally:
-            predictor.in_flight -= 1
-            predictor.last_used = time.monotonic()
-        body = response.json()
-        if response.status_code != 200:
-            raise PredictorFailed(f"inference/app.py of training {spec.training_id} failed on "
-                                  f"this image:\n{body.get('error', response.text)}",
-                                  code="prediction_failed")
-        return Prediction(scores=body["scores"], batch_size=body["batch_size"],
-                          forward_ms=body["forward_ms"], queue_ms=body["queue_ms"],
-                          cold_start_s=cold_start)
-
-    def warm_up(self, spec: PredictorSpec) -> str:
-        """Start the predictor in the background unless it runs: `ready` or `starting`."""
-        current = self.predictors.get(spec.key)
-        if current is not None and current.alive() and current.info:
-            current.last_used = time.monotonic()
-            return "ready"
-        if spec.key not in self._warming:
-            task = asyncio.get_running_loop().create_task(self._warm(spec))
-            self._warming[spec.key] = task
-            task.add_done_callback(lambda _t: self._warming.pop(spec.key, None))
-        return "starting"
-
-    async def _warm(self, spec: PredictorSpec) -> None:
+            python = await asyncio.to_thread(resolve_python, spec, sandboxed=sandboxed)
+        except envs.RequirementsError as exc:
+            raise PredictorFailed(f"inference/{envs.REQUIREMENTS_FILE} of training "
+                                  f"{spec.training_id}: {exc}") from exc
         try:
-            await self.ensure_started(spec)
-        except AppError as exc:  # the next prediction retries and reports it
-            log.warning("warming up the predictor of training %s failed: %s",
-                        spec.training_id, exc.detail)
-
-    async def ensure_started(self, spec: PredictorSpec) -> Predictor:
-        """The running predictor for `spec`, started (and waited for) if there is none."""
-        lock = self._locks.setdefault(spec.key, asyncio.Lock())
-        async with lock:
-            current = self.predictors.get(spec.key)
-            if current is not None and current.alive():
-                return current
-            if current is not None:
-                await self._forget(current)
-            await self._make_room()
-            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-            spec.log_path.write_bytes(b"")
-            sandboxed = (await asyncio.to_thread(sandboxing.state)).enabled
+            box = services.new_box(spec.runtime_dir)
             try:
-                python = await asyncio.to_thread(resolve_python, spec, sandboxed=sandboxed)
-            except envs.RequirementsError as exc:
-                raise PredictorFailed(f"inference/{envs.REQUIREMENTS_FILE} of training "
-                                      f"{spec.training_id}: {exc}") from exc
-            try:
-                predictor = self._spawn(spec, python, sandboxed=sandboxed)
-            except OSError as exc:
-                raise PredictorFailed(f"the predictor of training {spec.training_id} could not "
-                                      f"start: {exc}") from exc
-            self.predictors[spec.key] = predictor
-            try:
-                predictor.info = await self._wait_ready(predictor)
+                proc = self._start(python, box, sandboxed=sandboxed)
             except BaseException:
-                await self._forget(predictor)
+                shutil.rmtree(box.root, ignore_errors=True)
                 raise
-            self._ensure_reaper()
-            return predictor
-
-    def _spawn(self, spec: PredictorSpec, python: str, *, sandboxed: bool) -> Predictor:
-        """Start the predictor: in the sandbox, it sees only its code, checkpoint and box."""
-        box = services.new_box(spec.runtime_dir)
-        try:
-            proc = self._start(spec, python, box, sandboxed=sandboxed)
-        except BaseException:
-            shutil.rmtree(box.root, ignore_errors=True)
-            raise
-        transport = httpx.AsyncHTTPTransport(uds=str(box.inner / SOCKET_NAME))
-        client = httpx.AsyncClient(transport=transport, base_url="http://predictor",
-                                   timeout=httpx.Timeout(REQUEST_TIMEOUT_S, connect=5.0))
-        log.info("started predictor pid %s for training %s (%s)%s", proc.pid, spec.training_id,
+        except OSError as exc:
+            raise PredictorFailed(f"the predictor of training {spec.training_id} could not "
+                                  f"start: {exc}") from exc
+        log.info("spawned predictor pid %s for training %s (%s)%s", proc.pid, spec.training_id,
                  spec.checkpoint.name, "" if sandboxed else " WITHOUT the sandbox")
-        return Predictor(spec=spec, proc=proc, folder=box.root, client=client)
+        return Spawned(proc=proc, socket=str(box.inner / SOCKET_NAME), box_root=box.root)
 
-    def _start(self, spec: PredictorSpec, python: str, box: services.Box, *,
-               sandboxed: bool) -> subprocess.Popen[bytes]:
+    def _start(self, python: str, box: services.Box, *,
+               sandboxed: bool) -> supervise.Started:
+        spec = self.spec
         app_dir = spec.app_path.parent
         argv = [python, str(PREDICTOR_SCRIPT), "--app", str(spec.app_path),
                 "--checkpoint", str(spec.checkpoint), "--socket", str(box.inner / SOCKET_NAME),
@@ -277,106 +195,168 @@ class PredictorManager:
             return supervise.start(argv, cwd=app_dir, env=env, stdout=out, grace_s=STOP_GRACE_S,
                                    sandbox=sandbox)
 
-    async def _wait_ready(self, predictor: Predictor) -> dict[str, Any]:
-        spec = predictor.spec
+    async def wait_ready(self, spawned: Spawned) -> dict[str, Any]:
+        """Wait for its socket and its first /health answer (what it loaded, how long)."""
+        spec = self.spec
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if not predictor.alive():
-                raise PredictorFailed(
-                    f"inference/app.py of training {spec.training_id} did not start (exit "
-                    f"code {predictor.proc.returncode}); its log ends with:\n{log_tail(spec)}")
-            if predictor.socket.exists():
-                response = await predictor.client.get("/health")
-                info: dict[str, Any] = response.json()
-                return info
-            await asyncio.sleep(0.05)
+        async with _client(spawned.socket) as client:
+            while time.monotonic() < deadline:
+                if spawned.proc.poll() is not None:
+                    raise PredictorFailed(
+                        f"inference/app.py of training {spec.training_id} did not start (exit "
+                        f"code {spawned.proc.returncode}); its log ends with:\n"
+                        f"{log_tail(spec)}")
+                if os.path.exists(spawned.socket):
+                    response = await client.get("/health")
+                    info: dict[str, Any] = response.json()
+                    return info
+                await asyncio.sleep(0.05)
         raise PredictorFailed(f"inference/app.py of training {spec.training_id} was not ready "
                               f"after {START_TIMEOUT_S:g} s; its log ends with:\n"
                               f"{log_tail(spec)}")
 
-    async def _make_room(self) -> None:
-        live = [p for p in self.predictors.values() if p.alive()]
-        for dead in [p for p in self.predictors.values() if not p.alive()]:
-            await self._forget(dead)
-        if len(live) < self.max_predictors:
-            return
-        idle = sorted((p for p in live if p.in_flight == 0), key=lambda p: p.last_used)
-        if not idle:
-            raise PredictorsBusy(f"all {self.max_predictors} predictors are answering requests; "
-                                 "try again in a moment")
-        await self._forget(idle[0])
 
-    async def _forget(self, predictor: Predictor) -> None:
-        """Stop a predictor (if running) and drop it."""
-        if self.predictors.get(predictor.spec.key) is predictor:
-            del self.predictors[predictor.spec.key]
-        await asyncio.to_thread(_stop_process, predictor.proc)
-        await predictor.client.aclose()
-        shutil.rmtree(predictor.folder, ignore_errors=True)
-        log.info("stopped predictor of training %s", predictor.spec.training_id)
+class PredictorManager:
+    """This API process's side of the deployment's predictors: reach, start, list and stop
+    them through the launcher, with one HTTP client per predictor socket."""
+
+    def __init__(self, *, max_predictors: int, idle_s: float,
+                 sessions: sessionmaker[Session] | None = None) -> None:
+        self.launcher = Launcher(kind=ServiceKind.PREDICTOR, max_count=max(1, max_predictors),
+                                 idle_s=idle_s, start_timeout_s=START_TIMEOUT_S,
+                                 grace_s=STOP_GRACE_S, failure=PredictorFailed,
+                                 sessions=sessions, on_gone=self._forget)
+        self._known: dict[str, ServiceRef] = {}  # ready rows by owner: the hot path's cache
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._warming: dict[str, asyncio.Task[None]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds without use after which a predictor stops."""
+        return self.launcher.idle_s
+
+    def start(self) -> None:
+        """Start the upkeep (idle expiry, stop requests, rows of dead predictors)."""
+        self.launcher.start_upkeep()
+
+    def client(self, row: ServiceRef) -> httpx.AsyncClient:
+        """The client talking to the predictor of `row`."""
+        assert row.socket is not None
+        client = self._clients.get(row.socket)
+        if client is None:
+            client = self._clients[row.socket] = _client(row.socket)
+        return client
+
+    async def _ready(self, spec: PredictorSpec) -> tuple[ServiceRef, float | None]:
+        key = spec.owner_key
+        row = self._known.get(key)
+        if row is not None:
+            return row, None
+        began = time.perf_counter()
+        row, waited = await self.launcher.acquire(key, PredictorStarter(spec),
+                                                  training_id=spec.training_id)
+        self._known[key] = row
+        return row, round(time.perf_counter() - began, 3) if waited else None
+
+    async def predict(self, spec: PredictorSpec, *, width: int, height: int,
+                      rgb: bytes) -> Prediction:
+        """Run one image through the spec's predictor, starting it when needed."""
+        headers = {"X-Width": str(width), "X-Height": str(height),
+                   "Content-Type": "application/octet-stream"}
+        row, cold_start = await self._ready(spec)
+        for attempt in (1, 2):
+            try:
+                async with self.launcher.using(row):
+                    response = await self.client(row).post("/predict", content=rgb,
+                                                            headers=headers)
+                break
+            except httpx.ConnectError as exc:  # stopped or restarted elsewhere: read the row
+                self._known.pop(spec.owner_key, None)
+                if attempt == 2:
+                    raise PredictorFailed(f"the predictor of training {spec.training_id} does "
+                                          f"not answer ({exc!r})") from exc
+                row, started = await self._ready(spec)
+                cold_start = cold_start or started
+            except httpx.TransportError as exc:
+                self._known.pop(spec.owner_key, None)
+                await self.launcher.stop(row)
+                raise PredictorFailed(f"the predictor of training {spec.training_id} stopped "
+                                      f"while predicting ({exc!r}); its log ends with:\n"
+                                      f"{log_tail(spec)}") from exc
+        body = response.json()
+        if response.status_code != 200:
+            raise PredictorFailed(f"inference/app.py of training {spec.training_id} failed on "
+                                  f"this image:\n{body.get('error', response.text)}",
+                                  code="prediction_failed")
+        return Prediction(scores=body["scores"], batch_size=body["batch_size"],
+                          forward_ms=body["forward_ms"], queue_ms=body["queue_ms"],
+                          cold_start_s=cold_start)
+
+    async def warm_up(self, spec: PredictorSpec) -> str:
+        """Start the predictor in the background unless it runs: `ready` or `starting`."""
+        key = spec.owner_key
+        row = await self.launcher.find(key)
+        if row is not None:
+            self._known[key] = row
+            self.launcher.touch(row)
+            return "ready"
+        if key not in self._warming:
+            task = asyncio.get_running_loop().create_task(self._warm(spec))
+            self._warming[key] = task
+            task.add_done_callback(lambda _t: self._warming.pop(key, None))
+        return "starting"
+
+    async def _warm(self, spec: PredictorSpec) -> None:
+        try:
+            await self._ready(spec)
+        except AppError as exc:  # the next prediction retries and reports it
+            log.warning("warming up the predictor of training %s failed: %s",
+                        spec.training_id, exc.detail)
+
+    async def running(self, training_id: int) -> list[ServiceRef]:
+        """The deployment's starting and ready predictors of a training."""
+        return await self.launcher.running(training_id=training_id)
+
+    async def health(self, row: ServiceRef) -> dict[str, Any]:
+        """What a ready predictor says about itself now (its start-time answer if it is busy
+        or on another host)."""
+        if row.state != ServiceState.READY or not row.here:
+            return row.info
+        try:
+            response = await self.client(row).get("/health", timeout=1.0)
+            info: dict[str, Any] = response.json()
+            return info
+        except (httpx.HTTPError, ValueError):
+            return row.info
 
     async def stop_training(self, training_id: int) -> int:
-        """Stop every predictor of a training; how many were running."""
-        mine = [p for p in self.predictors.values() if p.spec.training_id == training_id]
-        for predictor in mine:
-            await self._forget(predictor)
-        return len(mine)
+        """Stop every predictor of a training in the deployment; how many there were."""
+        return await self.launcher.stop_training(training_id)
 
-    async def stop_idle(self, *, now: float | None = None) -> int:
-        """Stop predictors idle for `idle_s`, dead ones and those of deleted trainings."""
-        moment = time.monotonic() if now is None else now
-        stale = [p for p in self.predictors.values()
-                 if not p.alive() or (p.in_flight == 0 and (moment - p.last_used >= self.idle_s
-                                                            or not p.spec.checkpoint.exists()))]
-        for predictor in stale:
-            await self._forget(predictor)
-        return len(stale)
+    async def stop_idle(self) -> int:
+        """One upkeep round: stop idle predictors, those asked to stop and of deleted
+        trainings; drop the rows of dead ones."""
+        return await self.launcher.sweep()
+
+    def _forget(self, owner_key: str, socket: str | None) -> None:
+        known = self._known.get(owner_key)
+        if known is not None and known.socket == socket:
+            del self._known[owner_key]
+        client = self._clients.pop(socket, None) if socket is not None else None
+        if client is not None:
+            task = asyncio.get_running_loop().create_task(client.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def shutdown(self) -> None:
-        """Stop every predictor (the API is going away)."""
+        """Stop every predictor this API process started (the API is going away)."""
         for task in list(self._warming.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-            self._reaper = None
-        for predictor in list(self.predictors.values()):
-            await self._forget(predictor)
-
-    def running(self, training_id: int) -> list[Predictor]:
-        """The live predictors of a training."""
-        return [p for p in self.predictors.values()
-                if p.spec.training_id == training_id and p.alive()]
-
-    async def health(self, predictor: Predictor) -> dict[str, Any]:
-        """What a ready predictor says about itself now (its start-time answer if it is busy)."""
-        if not predictor.info or not predictor.alive():
-            return predictor.info
-        try:
-            response = await predictor.client.get("/health", timeout=1.0)
-            info: dict[str, Any] = response.json()
-            return info
-        except (httpx.HTTPError, ValueError):
-            return predictor.info
-
-    def _ensure_reaper(self) -> None:
-        if self._reaper is None or self._reaper.done():
-            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
-
-    async def _reap_forever(self) -> None:
-        period = min(max(self.idle_s / 4, 0.5), 60.0)
-        while self.predictors:
-            await asyncio.sleep(period)
-            try:
-                await self.stop_idle()
-            except Exception:  # keep sweeping: one failed stop must not leave the rest running
-                log.exception("stopping idle predictors failed")
-
-
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        kill_process_tree(proc.pid, STOP_GRACE_S)
-    proc.wait()
+        await self.launcher.shutdown()
+        for client in list(self._clients.values()):
+            await client.aclose()
+        self._clients.clear()
+        self._known.clear()

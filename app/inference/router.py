@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -16,6 +17,7 @@ from app.db import SessionDep
 from app.errors import Invalid, TooLarge
 from app.inference import service
 from app.inference.images import FIELD, MAX_IMAGE_BYTES, DecodedImage
+from app.inference.manager import checkpoint_of
 from app.inference.schemas import (
     InferencePublic,
     PredictionPublic,
@@ -24,7 +26,8 @@ from app.inference.schemas import (
     WarmUpPublic,
     WarmUpRequest,
 )
-from app.models import Training
+from app.models import ServiceState, Training
+from app.models.base import utcnow
 from app.params import TrainingId
 from app.trainings.service import get_training
 from app.uploads import is_multipart
@@ -95,12 +98,14 @@ async def inference_status(training_id: TrainingId, db: SessionDep,
         problem = ("no_checkpoint", f"training {training.id} wrote no checkpoint (*.ckpt)")
     manager = service.get_manager()
     predictors = []
-    for p in manager.running(training.id):
-        info = await manager.health(p)
+    for row in await manager.running(training.id):
+        ready = row.state == ServiceState.READY
+        info = await manager.health(row)
         predictors.append(PredictorPublic(
-            checkpoint=p.spec.checkpoint.name, pid=p.proc.pid, ready=bool(info),
-            warm=bool(info) and not info.get("pending_batch_sizes"),
-            idle_s=round(time.monotonic() - p.last_used, 3), load_s=info.get("load_s")))
+            checkpoint=PurePosixPath(checkpoint_of(row)).name, pid=row.pid, host=row.host,
+            ready=ready, warm=ready and not info.get("pending_batch_sizes"),
+            idle_s=round((utcnow() - row.last_used_at).total_seconds(), 3),
+            load_s=info.get("load_s")))
     return InferencePublic(training_id=training.id, training_status=training.status,
                            available=problem is None,
                            problem=problem[1] if problem else None,
@@ -121,13 +126,14 @@ async def warm_up(training_id: TrainingId, db: SessionDep, user: CurrentUser,
         return training, service.choose_checkpoint(training, name)
 
     training, checkpoint = await run_in_threadpool(prepare)
-    status = service.get_manager().warm_up(service.predictor_spec(training, checkpoint))
+    status = await service.get_manager().warm_up(service.predictor_spec(training, checkpoint))
     return WarmUpPublic(status=status, checkpoint=checkpoint.public())
 
 
 @api.delete("/trainings/{training_id}/inference", status_code=204)
 async def stop_inference(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Response:
-    """Stop the training's predictors now (the next prediction starts one again)."""
+    """Stop the training's predictors now, in every API process (the next prediction starts
+    one again)."""
     await run_in_threadpool(get_training, db, training_id, user=user)
     await service.get_manager().stop_training(training_id)
     return Response(status_code=204)

@@ -41,7 +41,8 @@ class PredictionPublic(BaseModel):
 
 class PredictorPublic(BaseModel):
     checkpoint: str
-    pid: int
+    pid: int | None = Field(description="Its reaper shim's pid on `host` (none while spawning).")
+    host: str = Field(description="The host that runs it (only API processes there use it).")
     ready: bool = Field(description="Loaded and answering.")
     warm: bool = Field(description="Every batch shape compiled (it does so while idle).")
     idle_s: float

@@ -67,12 +67,19 @@ def get_manager() -> PredictorManager:
 
 @asynccontextmanager
 async def predictors_lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    """Application lifespan: drop the boxes of dead API processes, stop every predictor when
-    the API shuts down."""
+    """Application lifespan: drop the boxes of dead API processes, run the upkeep, stop every
+    predictor this process started when the API shuts down."""
     await asyncio.to_thread(services.remove_orphan_boxes, storage.runtime_dir("predictors"))
-    yield
-    if get_manager.cache_info().currsize:
+    get_manager().start()
+    try:
+        yield
+    finally:
         await get_manager().shutdown()
+
+
+async def stop_detached_predictors() -> int:
+    """Stop the predictors whose training was deleted (call after the delete's commit)."""
+    return await get_manager().launcher.stop_detached()
 
 
 def list_checkpoints(training: Training) -> list[Checkpoint]:

@@ -4,6 +4,7 @@ from app.db import Base
 from app.models.evaluation import Evaluation
 from app.models.registry import Dataset, Model
 from app.models.repo import Repository
+from app.models.service import SERVICE_LIVE, Service, ServiceKind, ServiceState
 from app.models.training import Training
 from app.models.user import ApiToken, User, WebSession
 from app.models.worker import Lease, Worker
@@ -16,6 +17,7 @@ from app.statuses import (
     TrainingStatus,
 )
 
-__all__ = ["EVALUATION_ACTIVE", "EVALUATION_FINISHED", "FINISHED", "UNFINISHED", "ApiToken",
-           "Base", "Dataset", "Evaluation", "EvaluationStatus", "Lease", "Model", "Repository",
-           "Training", "TrainingStatus", "User", "WebSession", "Worker"]
+__all__ = ["EVALUATION_ACTIVE", "EVALUATION_FINISHED", "FINISHED", "SERVICE_LIVE", "UNFINISHED",
+           "ApiToken", "Base", "Dataset", "Evaluation", "EvaluationStatus", "Lease", "Model",
+           "Repository", "Service", "ServiceKind", "ServiceState", "Training", "TrainingStatus",
+           "User", "WebSession", "Worker"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -13,7 +13,10 @@ from app.statuses import EvaluationStatus as EvaluationStatus  # also imported f
 
 
 class Evaluation(Base):
-    """One Aim UI: of a training (custom or standard) or comparing a repository's trainings."""
+    """One Aim UI: of a training (custom or standard) or comparing a repository's trainings.
+
+    Its process (host, socket, pid) is the `services` row of kind `aim` owned by
+    "training:<id>" or "repo:<id>"; `created_at` is the generation, renewed by each start."""
 
     __tablename__ = "evaluations"
     __table_args__ = (
@@ -29,7 +32,5 @@ class Evaluation(Base):
     aim_path: Mapped[str | None] = mapped_column(String(300), nullable=True)
     status: Mapped[str] = mapped_column(String(20), default=EvaluationStatus.STARTING)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    socket: Mapped[str | None] = mapped_column(String(300), nullable=True)  # unix socket
-    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -32,6 +32,16 @@ from app.procs import sandbox as sandboxing
 
 REAPER = Path(__file__).with_name("reaper.py")
 
+Started = subprocess.Popen[bytes]  # a tree started by `start`: its pid is the shim's
+
+
+def wait_exit(proc: Started, timeout_s: float) -> int | None:
+    """Wait up to `timeout_s` for a started tree's shim to exit: its exit code, or None."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+
 
 def shim_command(grace_s: float, *, rlimits: Mapping[str, int] | None = None,
                  sandboxed: bool = False) -> list[str]:
@@ -47,7 +57,7 @@ def shim_command(grace_s: float, *, rlimits: Mapping[str, int] | None = None,
 def start(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], stdout: IO[Any] | None,
           grace_s: float, sandbox: sandboxing.SandboxSpec | None = None,
           limits: sandboxing.Limits | None = None,
-          stdin: int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+          stdin: int = subprocess.DEVNULL) -> Started:
     """Start `argv` as a supervised tree (see the module docstring); raises OSError."""
     if sandbox is not None:
         command = [*shim_command(grace_s, rlimits=sandbox.limits.rlimits(), sandboxed=True),

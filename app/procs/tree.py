@@ -108,12 +108,15 @@ def terminate_grandchildren(pid: int | None = None) -> int:
     return count
 
 
-def pid_runs(pid: int, *, argument: str | None = None) -> bool:
+def pid_runs(pid: int, *, argument: str | None = None, started_by: float | None = None) -> bool:
     """Whether `pid` runs (exists, is not a zombie, may be inspected) and, with `argument`, has
-    it as one of its command-line arguments (a recorded pid may have been reused since)."""
+    it as one of its command-line arguments, and with `started_by` (a POSIX time) was started
+    no later than that (a recorded pid may have been reused since)."""
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started_by is not None and proc.create_time() > started_by:
             return False
         return argument is None or argument in proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):

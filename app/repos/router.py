@@ -14,8 +14,9 @@ from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.db import SessionDep
 from app.errors import Invalid, TooLarge
-from app.evaluations.manager import stop_repo_evaluation, stop_training_evaluation
+from app.evaluations.manager import remove_repo_evaluation_files, stop_detached_evaluations
 from app.headers import user_file_response
+from app.inference.service import stop_detached_predictors
 from app.models import Repository, User
 from app.repos import service
 from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic
@@ -96,10 +97,13 @@ async def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) 
     repo = await run_in_threadpool(service.get_repo, db, owner=owner, name=name, user=user)
     service.require_write(repo, user)
     await run_in_threadpool(service.check_deletable, db, repo)
-    for training_id in await run_in_threadpool(service.training_ids, db, repo):
-        await stop_training_evaluation(training_id)
-    await stop_repo_evaluation(repo)
+    repo_id = repo.id
     await run_in_threadpool(_delete_and_commit, db, repo)
+    # The delete detached the services' rows of the repository and its trainings (foreign
+    # keys set to NULL): stop them now.
+    await stop_detached_predictors()
+    await stop_detached_evaluations()
+    remove_repo_evaluation_files(repo_id)
     return Response(status_code=204)
 
 

@@ -21,8 +21,8 @@ from app.broker import publish_terminate
 from app.config import get_settings
 from app.db import SessionDep, get_sessionmaker
 from app.errors import NotFound
-from app.evaluations.manager import stop_training_evaluation
-from app.inference.service import get_manager as get_predictors
+from app.evaluations.manager import stop_detached_evaluations
+from app.inference.service import stop_detached_predictors
 from app.models import Training, TrainingStatus, User
 from app.models.base import utcnow
 from app.models.training import finish
@@ -153,9 +153,10 @@ async def delete_training(training_id: TrainingId, db: SessionDep, user: Current
                                     error="the worker did not confirm termination")
     else:
         require_write(training.repo, user)
-    await stop_training_evaluation(training.id)
-    await get_predictors().stop_training(training.id)
     await run_in_threadpool(_delete_and_commit, db, training)
+    # The delete detached its services' rows (foreign keys set to NULL): stop them now.
+    await stop_detached_predictors()
+    await stop_detached_evaluations()
     return Response(status_code=204)
 
 
