@@ -7,8 +7,10 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from app import storage
 from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.datasets import service
@@ -19,8 +21,9 @@ from app.datasets.schemas import (
     ModelPublic,
     VisibilityUpdate,
 )
-from app.db import SessionDep
+from app.db import SessionDep, transaction
 from app.errors import Forbidden, Invalid
+from app.models import Dataset, Model, User
 from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
 
 router = APIRouter(prefix="/api/v1", tags=["datasets and models"])
@@ -60,9 +63,8 @@ async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) ->
             path = await save_upload(form_file(form, "archive"), field="archive",
                                      max_bytes=get_settings().max_dataset_bytes)
         try:
-            dataset = await run_in_threadpool(service.import_dataset_file, db, owner=user,
-                                              name=name, source=path, is_public=public)
-            await run_in_threadpool(db.commit)
+            dataset = await run_in_threadpool(_import, db, user, name=name, source=path,
+                                              is_public=public, field="archive")
         finally:
             await run_in_threadpool(discard_upload, path)
         return service.dataset_public(dataset)
@@ -87,15 +89,32 @@ async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) ->
             source = downloaded
         else:
             source = service.server_path(body.path or "")
-        dataset = await run_in_threadpool(service.import_dataset_file, db, owner=user,
-                                          name=body.name, source=source,
+        dataset = await run_in_threadpool(_import, db, user, name=body.name, source=source,
                                           is_public=body.is_public,
                                           field="url" if body.url else "path")
-        await run_in_threadpool(db.commit)
     finally:
         if downloaded is not None:
             await run_in_threadpool(discard_upload, downloaded)
     return service.dataset_public(dataset)
+
+
+# Each write transaction runs start to commit in one worker thread (see app/db.py).
+def _import(db: Session, user: User, *, name: str, source: Path, is_public: bool | None,
+            field: str) -> Dataset:
+    with transaction(db) as txn:
+        dataset = service.import_dataset_file(db, owner=user, name=name, source=source,
+                                              is_public=is_public, field=field)
+        txn.on_rollback(storage.dataset_dir(user.username, name))
+    return dataset
+
+
+def _create_model(db: Session, user: User, *, name: str, files: list[tuple[str, Path]],
+                  description: str, is_public: bool | None) -> Model:
+    with transaction(db) as txn:
+        model = service.create_model(db, owner=user, name=name, files=files,
+                                     description=description, is_public=is_public)
+        txn.on_rollback(storage.model_dir(user.username, name))
+    return model
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])
@@ -115,17 +134,18 @@ def patch_dataset(owner: str, name: str, body: VisibilityUpdate, db: SessionDep,
                   user: CurrentUser) -> DatasetPublic:
     """Make a dataset public (every user may list and use it) or private (its owner only)."""
     dataset = service.get_dataset(db, owner=owner, name=name, user=user)
-    service.set_visibility(dataset, user=user, is_public=body.is_public, kind="dataset")
-    db.commit()
+    with transaction(db):
+        service.set_visibility(dataset, user=user, is_public=body.is_public, kind="dataset")
     return service.dataset_public(dataset)
 
 
 @router.delete("/datasets/{owner}/{name}", status_code=204)
 def delete_dataset(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a dataset and its files."""
-    service.delete_dataset(db, service.get_dataset(db, owner=owner, name=name, user=user),
-                           user=user)
-    db.commit()
+    dataset = service.get_dataset(db, owner=owner, name=name, user=user)
+    with transaction(db):
+        cleanup = service.delete_dataset(db, dataset, user=user)
+    cleanup.run()  # only once the row is gone for good
     return Response(status_code=204)
 
 
@@ -145,9 +165,8 @@ async def create_model(request: Request, db: SessionDep, user: CurrentUser) -> M
             for upload in uploads:
                 saved.append((upload.filename or "model.ckpt",
                               await save_upload(upload, max_bytes=limit, field="file")))
-        model = await run_in_threadpool(service.create_model, db, owner=user, name=name,
-                                        files=saved, description=description, is_public=public)
-        await run_in_threadpool(db.commit)
+        model = await run_in_threadpool(_create_model, db, user, name=name, files=saved,
+                                        description=description, is_public=public)
     finally:
         for _, path in saved:
             await run_in_threadpool(discard_upload, path)
@@ -171,14 +190,16 @@ def patch_model(owner: str, name: str, body: VisibilityUpdate, db: SessionDep,
                 user: CurrentUser) -> ModelPublic:
     """Make a model public (every user may list and use it) or private (its owner only)."""
     model = service.get_model(db, owner=owner, name=name, user=user)
-    service.set_visibility(model, user=user, is_public=body.is_public, kind="model")
-    db.commit()
+    with transaction(db):
+        service.set_visibility(model, user=user, is_public=body.is_public, kind="model")
     return service.model_public(model)
 
 
 @router.delete("/models/{owner}/{name}", status_code=204)
 def delete_model(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a model and its files."""
-    service.delete_model(db, service.get_model(db, owner=owner, name=name, user=user), user=user)
-    db.commit()
+    model = service.get_model(db, owner=owner, name=name, user=user)
+    with transaction(db):
+        cleanup = service.delete_model(db, model, user=user)
+    cleanup.run()  # only once the row is gone for good
     return Response(status_code=204)

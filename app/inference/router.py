@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from app import storage
 from app.auth.deps import CurrentUser
 from app.datasets.schemas import ModelPublic
 from app.datasets.service import model_public
-from app.db import SessionDep
+from app.db import SessionDep, transaction
 from app.errors import Invalid, TooLarge
 from app.inference import service
 from app.inference.images import FIELD, MAX_IMAGE_BYTES, DecodedImage
@@ -139,14 +140,12 @@ def publish(training_id: TrainingId, body: PublishRequest, db: SessionDep,
             user: CurrentUser) -> ModelPublic:
     """Publish a checkpoint as the model `models/<you>/<name>/best.ckpt` (usable as an input)."""
     training = get_training(db, training_id, user=user)
-    model = service.publish_checkpoint(db, training=training, user=user, name=body.name,
-                                       checkpoint=body.checkpoint,
-                                       description=body.description, is_public=body.is_public)
-    try:
-        db.commit()
-    except BaseException:
-        service.discard_model_files(user.username, body.name)
-        raise
+    with transaction(db) as txn:
+        model = service.publish_checkpoint(db, training=training, user=user, name=body.name,
+                                           checkpoint=body.checkpoint,
+                                           description=body.description,
+                                           is_public=body.is_public)
+        txn.on_rollback(storage.model_dir(user.username, body.name))
     db.refresh(model)
     return model_public(model)
 

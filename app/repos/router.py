@@ -12,9 +12,10 @@ from sqlalchemy.orm import Session
 
 from app.auth.deps import CurrentUser
 from app.config import get_settings
-from app.db import SessionDep
+from app.db import Cleanup, SessionDep, transaction
 from app.errors import Invalid, TooLarge
 from app.evaluations.manager import stop_repo_evaluation, stop_training_evaluation
+from app.evaluations.sources import repo_subject
 from app.headers import user_file_response
 from app.models import Repository, User
 from app.repos import service
@@ -65,15 +66,17 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
 # lock across an `await`, or waiting for it on the event loop, can stall every request.
 def _create_from_archive(db: Session, user: User, name: str,
                          path: Path) -> tuple[Repository, str | None]:
-    repo, stripped = service.create_from_archive(db, owner=user, name=name, archive=path)
-    service.commit_new_repo(db, repo)
+    with transaction(db) as txn:
+        repo, stripped = service.create_from_archive(db, owner=user, name=name, archive=path)
+        txn.on_rollback(service.repo_files(repo))
     return repo, stripped
 
 
 def _fork(db: Session, user: User, body: RepoCreate) -> Repository:
-    repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
-                                 description=body.description)
-    service.commit_new_repo(db, repo)
+    with transaction(db) as txn:
+        repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
+                                     description=body.description)
+        txn.on_rollback(service.repo_files(repo))
     return repo
 
 
@@ -99,13 +102,16 @@ async def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) 
     for training_id in await run_in_threadpool(service.training_ids, db, repo):
         await stop_training_evaluation(training_id)
     await stop_repo_evaluation(repo)
-    await run_in_threadpool(_delete_and_commit, db, repo)
+    cleanup = await run_in_threadpool(_delete, db, repo)
+    await run_in_threadpool(cleanup.run)  # only once the rows are gone for good
     return Response(status_code=204)
 
 
-def _delete_and_commit(db: Session, repo: Repository) -> None:
-    service.delete_repo(db, repo)
-    db.commit()
+def _delete(db: Session, repo: Repository) -> Cleanup:
+    comparison = repo_subject(repo).workdir
+    with transaction(db):
+        cleanup = service.delete_repo(db, repo)
+    return cleanup.add(comparison)
 
 
 @router.get("/{owner}/{name}/files/{path:path}", response_class=FileResponse)
@@ -132,8 +138,7 @@ async def write_file(owner: str, name: str, path: str, request: Request, db: Ses
             raise TooLarge(f"file is larger than the limit of {limit} bytes")
 
     def write() -> PurePosixPath:
-        written = service.write_file(db, repo, path, bytes(body))
-        db.commit()
-        return written
+        with transaction(db):
+            return service.write_file(db, repo, path, bytes(body))
 
     return FileWritten(path=str(await run_in_threadpool(write)), size=len(body))
