@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Form, Response
 from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from app import storage
 from app.auth.deps import CurrentUser
 from app.datasets.schemas import ModelPublic
 from app.datasets.service import model_public
 from app.db import SessionDep, transaction
-from app.errors import Invalid, TooLarge
 from app.inference import service
-from app.inference.images import FIELD, MAX_IMAGE_BYTES, DecodedImage
+from app.inference.images import MAX_IMAGE_BYTES, DecodedImage
 from app.inference.schemas import (
     InferencePublic,
+    PredictForm,
     PredictionPublic,
     PredictorPublic,
     PublishRequest,
@@ -28,48 +27,23 @@ from app.inference.schemas import (
 from app.models import Training
 from app.params import TrainingId
 from app.trainings.service import get_training
-from app.uploads import is_multipart
+from app.uploads import CappedRoute, body_limit
 
-api = APIRouter(prefix="/api/v1", tags=["inference"])
+api = APIRouter(prefix="/api/v1", tags=["inference"], route_class=CappedRoute)
 
 _MULTIPART_SLACK = 64 * 1024
-_PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {
-        "type": "object", "required": [FIELD],
-        "properties": {
-            FIELD: {"type": "string", "format": "binary",
-                    "description": "A JPEG, PNG, WebP, GIF or BMP image of any size up to "
-                                   f"{MAX_IMAGE_BYTES} bytes."},
-            "checkpoint": {"type": "string", "description": "A checkpoint path or file name "
-                           "from the training's outputs; default: best.ckpt, else the newest."},
-        }}}}}}
-
-
-async def _read_upload(request: Request) -> tuple[bytes, str | None]:
-    if not is_multipart(request):
-        raise Invalid(f"send the image as multipart/form-data in the field '{FIELD}'",
-                      fields=[{"field": FIELD, "message": "required file"}])
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_IMAGE_BYTES + _MULTIPART_SLACK:
-        raise TooLarge(f"{FIELD}: the upload has {length} bytes; the limit is "
-                       f"{MAX_IMAGE_BYTES} bytes per image")
-    async with request.form(max_files=1, max_fields=4) as form:
-        upload = form.get(FIELD)
-        if not isinstance(upload, UploadFile):
-            raise Invalid(f"{FIELD}: required file field",
-                          fields=[{"field": FIELD, "message": "required file"}])
-        data = await upload.read(MAX_IMAGE_BYTES + 1)
-        checkpoint = form.get("checkpoint")
-    return data, checkpoint if isinstance(checkpoint, str) and checkpoint.strip() else None
 
 
 @api.post("/trainings/{training_id}/predict", response_model=PredictionPublic,
-          openapi_extra=_PREDICT_BODY)
-async def predict(training_id: TrainingId, request: Request, db: SessionDep,
-                  user: CurrentUser) -> PredictionPublic:
+          openapi_extra=body_limit(MAX_IMAGE_BYTES + _MULTIPART_SLACK),
+          form_limits={"max_files": 1, "max_fields": 4})
+async def predict(training_id: TrainingId, form: Annotated[PredictForm, Form(
+                      media_type="multipart/form-data")],
+                  db: SessionDep, user: CurrentUser) -> PredictionPublic:
     """Predict the class of an uploaded image with a Completed training's checkpoint."""
     started = time.perf_counter()
-    data, checkpoint_name = await _read_upload(request)
+    data = await form.file.read(MAX_IMAGE_BYTES + 1)
+    checkpoint_name = (form.checkpoint or "").strip() or None
 
     def prepare() -> tuple[Training, service.Checkpoint, DecodedImage, float]:
         training = get_training(db, training_id, user=user)

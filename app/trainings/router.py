@@ -33,20 +33,12 @@ from app.trainings.config import config_json_schema, parse_config_text
 from app.trainings.config_rules import MAX_CONFIG_BYTES
 from app.trainings.logs import SharedStatus, read_range, stream_events
 from app.trainings.runtimes import list_flavors, list_runtimes
-from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
+from app.trainings.schemas import CREATE_BODY, Accepted, OutputFile, TrainingPublic
 from app.uploads import read_body
 from app.workers import service as workers
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trainings"])
-
-_CREATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "oneOf": [{"type": "object", "description": "The config.json object itself: see "
-               "GET /api/v1/schemas/training-config"},
-              {"type": "object", "required": ["config_path"],
-               "properties": {"config_path": {"type": "string",
-                                              "example": "train/config.json"}}}]}}}}}
-
 
 @router.get("/schemas/training-config", tags=["schemas"])
 def training_config_schema() -> dict[str, Any]:
@@ -78,7 +70,7 @@ def dispatch(db: Session, training: Training) -> None:
 
 
 @router.post("/repos/{owner}/{name}/trainings", status_code=201, response_model=TrainingPublic,
-             openapi_extra=_CREATE_BODY)
+             openapi_extra=CREATE_BODY)
 async def create_training(owner: str, name: str, request: Request, db: SessionDep,
                           user: CurrentUser) -> TrainingPublic:
     """Create a training instance from a config object or `{"config_path": ...}`.
