@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends
@@ -98,7 +102,7 @@ def reset_engine() -> None:
 
 
 def get_db() -> Iterator[Session]:
-    """A session per request; routes commit explicitly, anything uncommitted is rolled back."""
+    """A session per request; routes commit through `transaction`, anything else is rolled back."""
     session = get_sessionmaker()()
     try:
         yield session
@@ -107,3 +111,59 @@ def get_db() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+
+@dataclass
+class Cleanup:
+    """Files to remove once the rows that named them are gone for good.
+
+    A deletion service deletes rows, flushes, and returns the files those rows owned; the route
+    runs it after its commit, so a commit that fails leaves every file its rows still name.
+    """
+
+    paths: list[Path] = field(default_factory=list)
+
+    def add(self, *paths: Path) -> Cleanup:
+        """Also remove `paths` (files or folders)."""
+        self.paths.extend(paths)
+        return self
+
+    def run(self) -> None:
+        """Remove the files (what is already gone is skipped)."""
+        for path in self.paths:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+class Transaction:
+    """The unit of work a `transaction` block runs: what to undo if it does not commit."""
+
+    def __init__(self) -> None:
+        self.undo = Cleanup()
+
+    def on_rollback(self, *paths: Path) -> None:
+        """Remove `paths` if the transaction does not commit: files written for new rows."""
+        self.undo.add(*paths)
+
+
+@contextmanager
+def transaction(db: Session) -> Iterator[Transaction]:
+    """The one place a request ends its writes: commit when the block succeeds; when it raises
+    or the commit fails, roll back and remove the files registered with `on_rollback`.
+
+    Services only flush. Run the block from its first write to its end in one thread (a sync
+    route, or one `run_in_threadpool` call), so SQLite's write lock is never held across an
+    `await`; run the deletion `Cleanup` the block returns after it.
+    """
+    txn = Transaction()
+    try:
+        yield txn
+        db.commit()
+    except BaseException:
+        try:
+            db.rollback()
+        finally:
+            txn.undo.run()
+        raise

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -88,12 +91,44 @@ class Busy(AppError):
     retry_after_s = 2
 
 
-def _validation_fields(exc: RequestValidationError) -> list[dict[str, Any]]:
-    fields = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
-        fields.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
-    return fields
+def field_path(loc: Iterable[str | int], *, root: str = "body") -> str:
+    """A pydantic error location as a field path: `inputs[1].input_url`; `root` when empty."""
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out or root
+
+
+def validation_fields(errors: Iterable[Mapping[str, Any]], *, root: str = "body",
+                      message: Callable[[Mapping[str, Any]], str] | None = None
+                      ) -> list[dict[str, Any]]:
+    """The one mapping of pydantic validation errors to the 422's `fields`: each error's field
+    path and message (`message(error)` when given, else pydantic's own)."""
+    return [{"field": field_path(err.get("loc", ()), root=root),
+             "message": message(err) if message else str(err.get("msg", "invalid"))}
+            for err in errors]
+
+
+def invalid_input(errors: Iterable[Mapping[str, Any]]) -> Invalid:
+    """The 422 for pydantic validation errors of a request's body (or query), naming every
+    field; FastAPI's leading `body` is left out of the paths (`name`, not `body.name`), and
+    JSON that does not parse is about the `body`."""
+    fields = validation_fields({**err, "loc": _without_body(err.get("loc", ()))}
+                               if err.get("type") != "json_invalid" else {**err, "loc": ()}
+                               for err in errors)
+    return Invalid("; ".join(f"{f['field']}: {f['message']}" for f in fields), fields=fields)
+
+
+def _without_body(loc: Iterable[str | int]) -> tuple[str | int, ...]:
+    parts = tuple(loc)
+    return parts[1:] if parts[:1] == ("body",) else parts
 
 
 _HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -144,7 +179,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = _validation_fields(exc)
-        detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return JSONResponse({"error": "invalid", "detail": detail, "fields": fields},
-                            status_code=422)
+        return await _app_error(request, invalid_input(exc.errors()))

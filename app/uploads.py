@@ -3,18 +3,77 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.types import Message
 
 from app import storage
-from app.errors import Invalid, TooLarge
+from app.errors import Invalid, TooLarge, invalid_input
 
 CHUNK = 1024 * 1024
 MAX_JSON_BYTES = 1024 * 1024
+MAX_BODY_KEY = "x-max-body-bytes"
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def body_limit(max_bytes: int) -> dict[str, Any]:
+    """The `openapi_extra` of a `CappedRoute` whose whole body is at most `max_bytes`."""
+    return {MAX_BODY_KEY: max_bytes}
+
+
+def _too_large(limit: int) -> HTTPException:
+    # An HTTPException passes through FastAPI's body parsing (any other error there becomes
+    # a 400); the one error handler renders it as a 413 `too_large`.
+    return HTTPException(413, detail=f"body: the request is larger than the limit of {limit} "
+                                     "bytes of this endpoint")
+
+
+class CappedRoute(APIRoute):
+    """A route whose body is refused with a 413 past its `body_limit`: at once when the
+    declared Content-Length is over, else as soon as the bytes received pass it, before the
+    body (JSON or multipart, parsed by FastAPI from the declared parameters) is complete."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, behind the body cap when it has one."""
+        handler = super().get_route_handler()
+        limit = (self.openapi_extra or {}).get(MAX_BODY_KEY)
+        if not isinstance(limit, int):
+            return handler
+
+        async def capped(request: Request) -> Response:
+            length = request.headers.get("content-length", "")
+            if length.isdigit() and int(length) > limit:
+                raise _too_large(limit)
+            received = 0
+            receive = request.receive
+
+            async def counted() -> Message:
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(limit)
+                return message
+
+            return await handler(Request(request.scope, counted, request._send))
+
+        return capped
+
+
+def validated(model: type[_M], data: Any) -> _M:
+    """`data` validated as `model` (the bodies a route parses itself): 422 naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(exc.errors()) from None
 
 
 async def save_upload(upload: UploadFile, *, max_bytes: int, field: str) -> Path:
@@ -49,6 +108,11 @@ def _save_file(src: BinaryIO, filename: str | None, *, max_bytes: int, field: st
 def discard_upload(path: Path) -> None:
     """Remove a file saved by `save_upload` (and its staging folder)."""
     storage.remove_tree(path.parent)
+
+
+def form_values(form: FormData) -> dict[str, Any]:
+    """A form's fields for a model (an empty text field counts as absent, as in FastAPI)."""
+    return {key: value for key, value in form.multi_items() if value != ""}
 
 
 def form_text(form: FormData, field: str) -> str:

@@ -11,31 +11,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth.service import ensure_admin
-from app.config import get_settings
-from app.db import get_sessionmaker, reset_engine
-from app.main import create_app
-from app.migrate import upgrade_to_head
+from tests.inproc import in_process_api
 
 
 @pytest.fixture
 def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The app in this process on a fresh SQLite database with a 0.5 s busy timeout."""
-    for name in ("TRAINYARD_DATABASE_URL", "TRAINYARD_REDIS_URL", "TRAINYARD_ADMIN_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TRAINYARD_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TRAINYARD_SQLITE_BUSY_TIMEOUT_S", "0.5")
-    get_settings.cache_clear()
-    reset_engine()
-    upgrade_to_head()
-    with get_sessionmaker()() as db:
-        token = ensure_admin(db, token=None)
-        db.commit()
-    try:
-        yield TestClient(create_app(), headers={"Authorization": f"Bearer {token}"})
-    finally:
-        reset_engine()
-        get_settings.cache_clear()
+    with in_process_api(tmp_path, monkeypatch, sqlite_busy_timeout_s=0.5) as client:
+        yield client
 
 
 def test_a_held_write_lock_gives_writers_a_503_and_readers_nothing(

@@ -12,7 +12,7 @@ Trainyard's rules go past JSON Schema (name patterns with their own messages, un
 files that must exist in the repository), so schema-valid requests rightly get 404/409/422.
 
 Fixed inputs, and why:
-- POST /api/v1/datasets as JSON (an admin's import from a server path or URL): the path is
+- POST /api/v1/datasets/import (an admin's import from a server path or URL): the path is
   pointed at a folder that does not exist and the URL dropped, so a generated "/" never walks
   the whole disk and no download is attempted.
 - Path parameters: in positive mode every other request names the real fixtures (the admin's
@@ -86,7 +86,8 @@ class Inputs:
     def apply(self, case: Any, mode: GenerationMode) -> None:
         """Point dangerous inputs elsewhere; name the real fixtures in every other case."""
         method, path = case.operation.method.upper(), case.operation.path
-        if method == "POST" and path == "/api/v1/datasets" and isinstance(case.body, dict):
+        if method == "POST" and path == "/api/v1/datasets/import" and isinstance(case.body,
+                                                                                dict):
             case.body.pop("url", None)
             case.body["path"] = str(Path("/nonexistent-trainyard-import") / "data")
         self.count += 1

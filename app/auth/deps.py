@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.auth.ratelimit import get_failure_limiter
 from app.auth.service import find_token
 from app.auth.sessions import find_session
-from app.db import SessionDep
+from app.db import SessionDep, transaction
 from app.errors import Forbidden, Unauthorized
 from app.models import User
 
@@ -64,12 +64,14 @@ def bearer_user(request: Request, db: Session) -> User | None:
         return None
     limiter, client = get_failure_limiter(), client_address(request)
     limiter.check(client)
-    row = find_token(db, token)
+    # Its own short transaction: the token's last use counts for reads and refused requests
+    # too (recorded at most once a minute, so most requests write nothing here).
+    with transaction(db):
+        row = find_token(db, token)
     if row is None:
         limiter.record_failure(client, what=f"invalid Bearer token on {request.method} "
                                             f"{request.url.path}")
         raise Unauthorized("invalid API token")
-    db.commit()
     request.state.token_id = row.id
     return row.user
 

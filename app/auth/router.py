@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.auth import tokens
 from app.auth.deps import AdminUser, CurrentUser
 from app.auth.service import create_user
-from app.db import SessionDep
+from app.db import SessionDep, transaction
 from app.models import ApiToken
 from app.params import TokenId
 
@@ -37,8 +37,8 @@ class UserPublic(BaseModel):
 @router.post("/users", status_code=201, response_model=UserCreated)
 def post_user(body: UserCreate, db: SessionDep, _admin: AdminUser) -> UserCreated:
     """Create a user (admin only); the response carries its first API token."""
-    user, token = create_user(db, username=body.username, is_admin=body.is_admin)
-    db.commit()
+    with transaction(db):
+        user, token = create_user(db, username=body.username, is_admin=body.is_admin)
     return UserCreated(username=user.username, is_admin=user.is_admin, token=token)
 
 
@@ -81,8 +81,8 @@ def get_tokens(request: Request, db: SessionDep, user: CurrentUser) -> list[Toke
 def post_token(body: TokenCreate, request: Request, db: SessionDep,
                user: CurrentUser) -> TokenCreated:
     """Create a named API token; its secret is in this response and nowhere else."""
-    row, value = tokens.create_token(db, user=user, name=body.name)
-    db.commit()
+    with transaction(db):
+        row, value = tokens.create_token(db, user=user, name=body.name)
     return TokenCreated(**_token_public(row, request).model_dump(), token=value)
 
 
@@ -90,6 +90,6 @@ def post_token(body: TokenCreate, request: Request, db: SessionDep,
 def delete_token(db: SessionDep, user: CurrentUser, token_id: TokenId) -> Response:
     """Revoke one of the caller's tokens: it stops working at once (so do browser sessions
     signed in with it)."""
-    tokens.revoke_token(db, user=user, token_id=token_id)
-    db.commit()
+    with transaction(db):
+        tokens.revoke_token(db, user=user, token_id=token_id)
     return Response(status_code=204)

@@ -118,13 +118,13 @@ def import_dataset(
                 body["is_public"] = public
             body.update({k: v for k, v in (("sha256", sha256), ("md5", md5)) if v})
             with err.status("importing on the server ..."):
-                created = api.request("POST", "/api/v1/datasets", timeout=SLOW_TIMEOUT,
+                created = api.request("POST", "/api/v1/datasets/import", timeout=SLOW_TIMEOUT,
                                       json=body).json()
         else:
             path = Path(source)
             with upload_source(path) as archive:
                 filename = archive.name if archive == path else f"{name}.tar.gz"
-                created = post_files(api, "/api/v1/datasets",
+                created = post_files(api, "/api/v1/datasets/upload",
                                      data={"name": name, **visibility_fields(public)},
                                      files=[("archive", archive, filename)])
     _ready("dataset", created)

@@ -56,7 +56,7 @@ def fork(name: Annotated[str, typer.Argument(help="Name of the new repository.")
          url: UrlOption = None, token: TokenOption = None) -> None:
     """Create a repository from a built-in sample."""
     with connect(url, token) as api:
-        repo = api.request("POST", "/api/v1/repos", json={
+        repo = api.request("POST", "/api/v1/repos/fork", json={
             "name": name, "template": template, "description": description}).json()
     out.print(f"created {repo['full_name']} from the {template} sample")
 
@@ -68,7 +68,7 @@ def push(name: Annotated[str, typer.Argument(help="Name of the new repository.")
          url: UrlOption = None, token: TokenOption = None) -> None:
     """Create a repository from a local folder (sent as a .tar.gz)."""
     with connect(url, token) as api, packed_dir(directory) as (archive, count):
-        repo = post_files(api, "/api/v1/repos", data={"name": name},
+        repo = post_files(api, "/api/v1/repos/upload", data={"name": name},
                           files=[("archive", archive, f"{name}.tar.gz")])
     out.print(f"created {repo['full_name']} from {directory} ({count} files)")
 

@@ -3,79 +3,65 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from sqlalchemy.orm import Session
 
+from app import storage
 from app.auth.deps import CurrentUser
 from app.config import get_settings
 from app.datasets import service
 from app.datasets.schemas import (
-    VISIBILITY,
     DatasetImport,
     DatasetPublic,
+    DatasetUpload,
     ModelPublic,
+    ModelUpload,
     VisibilityUpdate,
 )
-from app.db import SessionDep
+from app.db import SessionDep, transaction
 from app.errors import Forbidden, Invalid
-from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
+from app.models import Dataset, Model, User
+from app.uploads import (
+    MAX_JSON_BYTES,
+    CappedRoute,
+    body_limit,
+    discard_upload,
+    form_values,
+    is_multipart,
+    json_body,
+    save_upload,
+    validated,
+)
 
-router = APIRouter(prefix="/api/v1", tags=["datasets and models"])
-
-_DATASET_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {
-        "type": "object", "required": ["name", "archive"],
-        "properties": {"name": {"type": "string"},
-                       "archive": {"type": "string", "format": "binary", "description":
-                                   "cifar-10-binary.tar.gz, or a .zip/.tar.gz of "
-                                   "train/<class>/* and test/<class>/* images"},
-                       "is_public": {"type": "boolean", "description": VISIBILITY}}}},
-    "application/json": {"schema": DatasetImport.model_json_schema()}}}}
-
-_MODEL_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["name", "file"],
-    "properties": {"name": {"type": "string"}, "description": {"type": "string"},
-                   "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                   "is_public": {"type": "boolean", "description": VISIBILITY}}}}}}}
+router = APIRouter(prefix="/api/v1", tags=["datasets and models"], route_class=CappedRoute)
 
 
-def _flag(value: object) -> bool | None:
-    """A form's `is_public`: None when absent (the owner's default applies)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return value.strip().lower() not in ("0", "false", "no", "off")
-
-
-@router.post("/datasets", status_code=201, response_model=DatasetPublic,
-             openapi_extra=_DATASET_BODY)
-async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) -> DatasetPublic:
-    """Import a dataset: upload an archive (multipart), or, as an admin, a server path or URL."""
-    if is_multipart(request):
-        async with request.form(max_files=1, max_fields=5) as form:
-            name = form_text(form, "name")
-            public = _flag(form.get("is_public"))
-            path = await save_upload(form_file(form, "archive"), field="archive",
-                                     max_bytes=get_settings().max_dataset_bytes)
-        try:
-            dataset = await run_in_threadpool(service.import_dataset_file, db, owner=user,
-                                              name=name, source=path, is_public=public)
-            await run_in_threadpool(db.commit)
-        finally:
-            await run_in_threadpool(discard_upload, path)
-        return service.dataset_public(dataset)
+@router.post("/datasets/upload", status_code=201, response_model=DatasetPublic,
+             form_limits={"max_files": 1, "max_fields": 4})
+async def upload_dataset(form: Annotated[DatasetUpload, Form(media_type="multipart/form-data")],
+                         db: SessionDep, user: CurrentUser) -> DatasetPublic:
+    """Import a dataset from an uploaded archive (CIFAR-10 binary, or an image folder tree)."""
+    path = await save_upload(form.archive, field="archive",
+                             max_bytes=get_settings().max_dataset_bytes)
     try:
-        body = DatasetImport.model_validate(await json_body(request))
-    except ValidationError as exc:
-        fields = [{"field": ".".join(map(str, e["loc"])) or "body", "message": e["msg"]}
-                  for e in exc.errors()]
-        raise Invalid("; ".join(f"{f['field']}: {f['message']}" for f in fields),
-                      fields=fields) from exc
+        dataset = await run_in_threadpool(_import, db, user, name=form.name, source=path,
+                                          is_public=form.is_public, field="archive")
+    finally:
+        await run_in_threadpool(discard_upload, path)
+    return service.dataset_public(dataset)
+
+
+@router.post("/datasets/import", status_code=201, response_model=DatasetPublic,
+             openapi_extra=body_limit(MAX_JSON_BYTES))
+async def import_dataset(body: DatasetImport, db: SessionDep,
+                         user: CurrentUser) -> DatasetPublic:
+    """Import a dataset from a path on the server or a URL the server downloads (admins)."""
     if not user.is_admin:
         raise Forbidden("only an admin may import from a server path or URL; upload the "
-                        "archive as multipart 'archive' instead")
+                        "archive to /api/v1/datasets/upload instead")
     if bool(body.path) == bool(body.url):
         raise Invalid("give exactly one of 'path' and 'url'",
                       fields=[{"field": "path", "message": "path or url"}])
@@ -87,15 +73,43 @@ async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) ->
             source = downloaded
         else:
             source = service.server_path(body.path or "")
-        dataset = await run_in_threadpool(service.import_dataset_file, db, owner=user,
-                                          name=body.name, source=source,
+        dataset = await run_in_threadpool(_import, db, user, name=body.name, source=source,
                                           is_public=body.is_public,
                                           field="url" if body.url else "path")
-        await run_in_threadpool(db.commit)
     finally:
         if downloaded is not None:
             await run_in_threadpool(discard_upload, downloaded)
     return service.dataset_public(dataset)
+
+
+@router.post("/datasets", status_code=201, response_model=DatasetPublic,
+             include_in_schema=False)
+async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) -> DatasetPublic:
+    """The first API's import, kept for its clients: a multipart body uploads (`/upload`), a
+    JSON one imports on the server (`/import`)."""
+    if is_multipart(request):
+        async with request.form(max_files=1, max_fields=5) as form:
+            return await upload_dataset(validated(DatasetUpload, form_values(form)), db, user)
+    return await import_dataset(validated(DatasetImport, await json_body(request)), db, user)
+
+
+# Each write transaction runs start to commit in one worker thread (see app/db.py).
+def _import(db: Session, user: User, *, name: str, source: Path, is_public: bool | None,
+            field: str) -> Dataset:
+    with transaction(db) as txn:
+        dataset = service.import_dataset_file(db, owner=user, name=name, source=source,
+                                              is_public=is_public, field=field)
+        txn.on_rollback(storage.dataset_dir(user.username, name))
+    return dataset
+
+
+def _create_model(db: Session, user: User, *, name: str, files: list[tuple[str, Path]],
+                  description: str, is_public: bool | None) -> Model:
+    with transaction(db) as txn:
+        model = service.create_model(db, owner=user, name=name, files=files,
+                                     description=description, is_public=is_public)
+        txn.on_rollback(storage.model_dir(user.username, name))
+    return model
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])
@@ -115,39 +129,35 @@ def patch_dataset(owner: str, name: str, body: VisibilityUpdate, db: SessionDep,
                   user: CurrentUser) -> DatasetPublic:
     """Make a dataset public (every user may list and use it) or private (its owner only)."""
     dataset = service.get_dataset(db, owner=owner, name=name, user=user)
-    service.set_visibility(dataset, user=user, is_public=body.is_public, kind="dataset")
-    db.commit()
+    with transaction(db):
+        service.set_visibility(dataset, user=user, is_public=body.is_public, kind="dataset")
     return service.dataset_public(dataset)
 
 
 @router.delete("/datasets/{owner}/{name}", status_code=204)
 def delete_dataset(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a dataset and its files."""
-    service.delete_dataset(db, service.get_dataset(db, owner=owner, name=name, user=user),
-                           user=user)
-    db.commit()
+    dataset = service.get_dataset(db, owner=owner, name=name, user=user)
+    with transaction(db):
+        cleanup = service.delete_dataset(db, dataset, user=user)
+    cleanup.run()  # only once the row is gone for good
     return Response(status_code=204)
 
 
-@router.post("/models", status_code=201, response_model=ModelPublic, openapi_extra=_MODEL_BODY)
-async def create_model(request: Request, db: SessionDep, user: CurrentUser) -> ModelPublic:
+@router.post("/models", status_code=201, response_model=ModelPublic,
+             form_limits={"max_files": 20, "max_fields": 5})
+async def create_model(form: Annotated[ModelUpload, Form(media_type="multipart/form-data")],
+                       db: SessionDep, user: CurrentUser) -> ModelPublic:
     """Upload checkpoint files as a model (usable as `models/<owner>/<name>/<file>` inputs)."""
     limit = get_settings().max_dataset_bytes
     saved: list[tuple[str, Path]] = []
     try:
-        async with request.form(max_files=20, max_fields=5) as form:
-            name = form_text(form, "name")
-            description = str(form.get("description") or "")[:200]
-            public = _flag(form.get("is_public"))
-            uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
-            if not uploads:
-                form_file(form, "file")  # raises the "required" error
-            for upload in uploads:
-                saved.append((upload.filename or "model.ckpt",
-                              await save_upload(upload, max_bytes=limit, field="file")))
-        model = await run_in_threadpool(service.create_model, db, owner=user, name=name,
-                                        files=saved, description=description, is_public=public)
-        await run_in_threadpool(db.commit)
+        for upload in form.file:
+            saved.append((upload.filename or "model.ckpt",
+                          await save_upload(upload, max_bytes=limit, field="file")))
+        model = await run_in_threadpool(_create_model, db, user, name=form.name, files=saved,
+                                        description=form.description,
+                                        is_public=form.is_public)
     finally:
         for _, path in saved:
             await run_in_threadpool(discard_upload, path)
@@ -171,14 +181,16 @@ def patch_model(owner: str, name: str, body: VisibilityUpdate, db: SessionDep,
                 user: CurrentUser) -> ModelPublic:
     """Make a model public (every user may list and use it) or private (its owner only)."""
     model = service.get_model(db, owner=owner, name=name, user=user)
-    service.set_visibility(model, user=user, is_public=body.is_public, kind="model")
-    db.commit()
+    with transaction(db):
+        service.set_visibility(model, user=user, is_public=body.is_public, kind="model")
     return service.model_public(model)
 
 
 @router.delete("/models/{owner}/{name}", status_code=204)
 def delete_model(owner: str, name: str, db: SessionDep, user: CurrentUser) -> Response:
     """Delete a model and its files."""
-    service.delete_model(db, service.get_model(db, owner=owner, name=name, user=user), user=user)
-    db.commit()
+    model = service.get_model(db, owner=owner, name=name, user=user)
+    with transaction(db):
+        cleanup = service.delete_model(db, model, user=user)
+    cleanup.run()  # only once the row is gone for good
     return Response(status_code=204)

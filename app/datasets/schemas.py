@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field
 
 VISIBILITY = ("Who may list it and use it as a training input: true for every user, false for "
               "its owner (and admins). Default: private, except for an admin's imports, "
@@ -21,6 +22,29 @@ class DatasetImport(BaseModel):
                             "official cifar-10-binary.tar.gz.")
     sha256: str | None = None
     md5: str | None = None
+    is_public: bool | None = Field(default=None, description=VISIBILITY)
+
+
+class DatasetUpload(BaseModel):
+    """Upload a dataset archive (multipart/form-data)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    name: str
+    archive: UploadFile = Field(description="cifar-10-binary.tar.gz, or a .zip/.tar.gz of "
+                                "train/<class>/* and test/<class>/* images.")
+    is_public: bool | None = Field(default=None, description=VISIBILITY)
+
+
+class ModelUpload(BaseModel):
+    """Upload checkpoint files as a model (multipart/form-data)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    name: str
+    description: str = Field(default="", max_length=200)
+    file: list[UploadFile] = Field(description="The model's files (.ckpt and others), one "
+                                   "part each.")
     is_public: bool | None = Field(default=None, description=VISIBILITY)
 
 

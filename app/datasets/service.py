@@ -16,6 +16,7 @@ from app.config import get_settings
 from app.datasets.download import CIFAR10_BINARY_MD5, CIFAR10_BINARY_URL, download
 from app.datasets.importer import import_dataset
 from app.datasets.schemas import DatasetPublic, ModelFile, ModelPublic
+from app.db import Cleanup
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.models import Dataset, Model, User
 from app.names import check_name
@@ -40,7 +41,8 @@ def default_visibility(owner: User, is_public: bool | None) -> bool:
 
 def import_dataset_file(db: Session, *, owner: User, name: str, source: Path,
                         is_public: bool | None = None, field: str = "archive") -> Dataset:
-    """Import a folder or archive as `datasets/<owner>/<name>/` (atomic; caller commits)."""
+    """Import a folder or archive as `datasets/<owner>/<name>/` (atomic; the caller commits
+    and, if that fails, removes the folder)."""
     check_name(name, what="dataset")
     _refuse_duplicate(db, Dataset, owner, name, "dataset")
     dest = storage.dataset_dir(owner.username, name)
@@ -121,11 +123,12 @@ def set_visibility(row: Dataset | Model, *, user: User, is_public: bool, kind: s
     row.is_public = is_public
 
 
-def _delete(db: Session, row: Dataset | Model, folder: Path, *, user: User, kind: str) -> None:
+def _delete(db: Session, row: Dataset | Model, folder: Path, *, user: User,
+            kind: str) -> Cleanup:
     _require_owner(row, user, kind=kind, action="delete")
     db.delete(row)
     db.flush()
-    storage.remove_tree(folder)
+    return Cleanup([folder])
 
 
 def list_datasets(db: Session, *, user: User) -> list[Dataset]:
@@ -138,10 +141,11 @@ def get_dataset(db: Session, *, owner: str, name: str, user: User) -> Dataset:
     return _get(db, Dataset, owner=owner, name=name, user=user, kind="dataset")
 
 
-def delete_dataset(db: Session, dataset: Dataset, *, user: User) -> None:
-    """Delete a dataset's row and files (its owner or an admin)."""
-    _delete(db, dataset, storage.dataset_dir(dataset.owner.username, dataset.name), user=user,
-            kind="dataset")
+def delete_dataset(db: Session, dataset: Dataset, *, user: User) -> Cleanup:
+    """Delete a dataset's row (its owner or an admin); returns its files, to remove after the
+    commit."""
+    return _delete(db, dataset, storage.dataset_dir(dataset.owner.username, dataset.name),
+                   user=user, kind="dataset")
 
 
 def dataset_public(row: Dataset) -> DatasetPublic:
@@ -155,7 +159,8 @@ def dataset_public(row: Dataset) -> DatasetPublic:
 def create_model(db: Session, *, owner: User, name: str, files: list[tuple[str, Path]],
                  description: str = "", is_public: bool | None = None,
                  source_training_id: int | None = None) -> Model:
-    """Register `models/<owner>/<name>/` holding `files` (moved into place atomically)."""
+    """Register `models/<owner>/<name>/` holding `files` (moved into place atomically; the
+    caller commits and, if that fails, removes the folder)."""
     check_name(name, what="model")
     _refuse_duplicate(db, Model, owner, name, "model")
     if not files:
@@ -202,10 +207,11 @@ def get_model(db: Session, *, owner: str, name: str, user: User) -> Model:
     return _get(db, Model, owner=owner, name=name, user=user, kind="model")
 
 
-def delete_model(db: Session, model: Model, *, user: User) -> None:
-    """Delete a model's row and files (its owner or an admin)."""
-    _delete(db, model, storage.model_dir(model.owner.username, model.name), user=user,
-            kind="model")
+def delete_model(db: Session, model: Model, *, user: User) -> Cleanup:
+    """Delete a model's row (its owner or an admin); returns its files, to remove after the
+    commit."""
+    return _delete(db, model, storage.model_dir(model.owner.username, model.name),
+                   user=user, kind="model")
 
 
 def model_public(row: Model) -> ModelPublic:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -29,7 +28,7 @@ from app.errors import AppError, NotFound
 from app.evaluations import service, staging
 from app.evaluations.aim_process import AimProcesses, Stager
 from app.evaluations.schemas import EvaluationPublic
-from app.evaluations.sources import Subject, repo_workdir
+from app.evaluations.sources import Subject
 from app.launcher import records
 from app.launcher.launcher import Launcher, ServiceElsewhere, Spawned
 from app.launcher.records import STALE_CLAIM_S, ServiceRef, is_gone, transact
@@ -356,10 +355,3 @@ async def evaluations_lifespan(_app: FastAPI) -> AsyncIterator[None]:
 async def stop_detached_evaluations() -> int:
     """Stop the Aim UIs of deleted trainings and repositories (call after the commit)."""
     return await get_manager().stop_detached()
-
-
-def remove_repo_evaluation_files(repo_id: int) -> None:
-    """Drop a deleted repository's comparison files."""
-    shutil.rmtree(repo_workdir(repo_id), ignore_errors=True)
-
-

@@ -81,11 +81,10 @@ def claim(db: Session, subject: Subject, *, kind: str, aim_path: str | None,
         row = Evaluation(training_id=subject.id if subject.kind == "training" else None,
                          repo_id=subject.id if subject.kind == "repo" else None,
                          created_at=now, **values)
-        db.add(row)
         try:
-            db.flush()
+            with db.begin_nested():  # a savepoint: the caller's transaction goes on
+                db.add(row)
         except IntegrityError:  # the unique subject: another request inserted it
-            db.rollback()
             return None
         return row
     result = db.execute(update(Evaluation).where(

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import time
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Form, Response
 from fastapi.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
+from app import storage
 from app.auth.deps import CurrentUser
 from app.datasets.schemas import ModelPublic
 from app.datasets.service import model_public
-from app.db import SessionDep
-from app.errors import Invalid, TooLarge
+from app.db import SessionDep, transaction
 from app.inference import service
-from app.inference.images import FIELD, MAX_IMAGE_BYTES, DecodedImage
+from app.inference.images import MAX_IMAGE_BYTES, DecodedImage
 from app.inference.manager import checkpoint_of
 from app.inference.schemas import (
     InferencePublic,
+    PredictForm,
     PredictionPublic,
     PredictorPublic,
     PublishRequest,
@@ -30,48 +30,23 @@ from app.models import ServiceState, Training
 from app.models.base import utcnow
 from app.params import TrainingId
 from app.trainings.service import get_training
-from app.uploads import is_multipart
+from app.uploads import CappedRoute, body_limit
 
-api = APIRouter(prefix="/api/v1", tags=["inference"])
+api = APIRouter(prefix="/api/v1", tags=["inference"], route_class=CappedRoute)
 
 _MULTIPART_SLACK = 64 * 1024
-_PREDICT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {
-        "type": "object", "required": [FIELD],
-        "properties": {
-            FIELD: {"type": "string", "format": "binary",
-                    "description": "A JPEG, PNG, WebP, GIF or BMP image of any size up to "
-                                   f"{MAX_IMAGE_BYTES} bytes."},
-            "checkpoint": {"type": "string", "description": "A checkpoint path or file name "
-                           "from the training's outputs; default: best.ckpt, else the newest."},
-        }}}}}}
-
-
-async def _read_upload(request: Request) -> tuple[bytes, str | None]:
-    if not is_multipart(request):
-        raise Invalid(f"send the image as multipart/form-data in the field '{FIELD}'",
-                      fields=[{"field": FIELD, "message": "required file"}])
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_IMAGE_BYTES + _MULTIPART_SLACK:
-        raise TooLarge(f"{FIELD}: the upload has {length} bytes; the limit is "
-                       f"{MAX_IMAGE_BYTES} bytes per image")
-    async with request.form(max_files=1, max_fields=4) as form:
-        upload = form.get(FIELD)
-        if not isinstance(upload, UploadFile):
-            raise Invalid(f"{FIELD}: required file field",
-                          fields=[{"field": FIELD, "message": "required file"}])
-        data = await upload.read(MAX_IMAGE_BYTES + 1)
-        checkpoint = form.get("checkpoint")
-    return data, checkpoint if isinstance(checkpoint, str) and checkpoint.strip() else None
 
 
 @api.post("/trainings/{training_id}/predict", response_model=PredictionPublic,
-          openapi_extra=_PREDICT_BODY)
-async def predict(training_id: TrainingId, request: Request, db: SessionDep,
-                  user: CurrentUser) -> PredictionPublic:
+          openapi_extra=body_limit(MAX_IMAGE_BYTES + _MULTIPART_SLACK),
+          form_limits={"max_files": 1, "max_fields": 4})
+async def predict(training_id: TrainingId, form: Annotated[PredictForm, Form(
+                      media_type="multipart/form-data")],
+                  db: SessionDep, user: CurrentUser) -> PredictionPublic:
     """Predict the class of an uploaded image with a Completed training's checkpoint."""
     started = time.perf_counter()
-    data, checkpoint_name = await _read_upload(request)
+    data = await form.file.read(MAX_IMAGE_BYTES + 1)
+    checkpoint_name = (form.checkpoint or "").strip() or None
 
     def prepare() -> tuple[Training, service.Checkpoint, DecodedImage, float]:
         training = get_training(db, training_id, user=user)
@@ -145,14 +120,12 @@ def publish(training_id: TrainingId, body: PublishRequest, db: SessionDep,
             user: CurrentUser) -> ModelPublic:
     """Publish a checkpoint as the model `models/<you>/<name>/best.ckpt` (usable as an input)."""
     training = get_training(db, training_id, user=user)
-    model = service.publish_checkpoint(db, training=training, user=user, name=body.name,
-                                       checkpoint=body.checkpoint,
-                                       description=body.description, is_public=body.is_public)
-    try:
-        db.commit()
-    except BaseException:
-        service.discard_model_files(user.username, body.name)
-        raise
+    with transaction(db) as txn:
+        model = service.publish_checkpoint(db, training=training, user=user, name=body.name,
+                                           checkpoint=body.checkpoint,
+                                           description=body.description,
+                                           is_public=body.is_public)
+        txn.on_rollback(storage.model_dir(user.username, body.name))
     db.refresh(model)
     return model_public(model)
 

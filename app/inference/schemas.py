@@ -5,7 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fastapi import UploadFile
 from pydantic import BaseModel, Field
+
+from app.inference.images import MAX_IMAGE_BYTES
+
+
+class PredictForm(BaseModel):
+    """An image to classify (multipart/form-data)."""
+
+    file: UploadFile = Field(description="A JPEG, PNG, WebP, GIF or BMP image of any size up "
+                             f"to {MAX_IMAGE_BYTES} bytes.")
+    checkpoint: str | None = Field(default=None, description="A checkpoint path or file name "
+                                   "from the training's outputs; default: best.ckpt, else the "
+                                   "newest.")
 
 
 class LabelProbability(BaseModel):

@@ -199,7 +199,7 @@ def publish_checkpoint(db: Session, *, training: Training, user: User, name: str
     The row is flushed first, so the unique (owner, name) is claimed under the database's lock
     before any file moves and a concurrent publish of the same name gets a 409, never a
     half-written folder; then the file is copied to a staging folder renamed into place. The
-    caller commits and, if the commit fails, calls `discard_model_files`.
+    caller commits and, if the commit fails, removes the model's folder.
     """
     check_name(name, what="model")
     if training.state is not TrainingStatus.COMPLETED:
@@ -233,8 +233,7 @@ def _publish_open(db: Session, *, training: Training, user: User, name: str, cho
     db.add(model)
     try:
         db.flush()
-    except IntegrityError as exc:
-        db.rollback()
+    except IntegrityError as exc:  # a concurrent publish won; the caller's rollback ends ours
         raise duplicate from exc
     dest = storage.model_dir(user.username, name)
     stage = storage.staging_dir("model-")
@@ -247,8 +246,3 @@ def _publish_open(db: Session, *, training: Training, user: User, name: str, cho
         storage.remove_tree(stage)
         raise
     return model
-
-
-def discard_model_files(owner: str, name: str) -> None:
-    """Remove a model's folder (after a failed commit of its row)."""
-    storage.remove_tree(storage.model_dir(owner, name))

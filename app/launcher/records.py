@@ -113,11 +113,10 @@ def claim(db: Session, kind: str, owner_key: str, *, training_id: int | None,
                               "repo_id": repo_id}
     if seen is None:
         row = Service(kind=kind, owner_key=owner_key, **values)
-        db.add(row)
         try:
-            db.flush()
+            with db.begin_nested():  # a savepoint: the caller's transaction goes on
+                db.add(row)
         except IntegrityError:  # the unique (kind, owner_key): another process claimed it
-            db.rollback()
             return None
         return ref(row)
     done = db.execute(update(Service).where(*_unchanged(seen)).values(**values))

@@ -3,78 +3,88 @@
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.auth.deps import CurrentUser
 from app.config import get_settings
-from app.db import SessionDep
-from app.errors import Invalid, TooLarge
-from app.evaluations.manager import remove_repo_evaluation_files, stop_detached_evaluations
+from app.db import Cleanup, SessionDep, transaction
+from app.errors import TooLarge
+from app.evaluations.manager import stop_detached_evaluations
+from app.evaluations.sources import repo_subject
 from app.headers import user_file_response
 from app.inference.service import stop_detached_predictors
 from app.models import Repository, User
 from app.repos import service
-from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic
-from app.uploads import discard_upload, form_file, form_text, is_multipart, json_body, save_upload
+from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic, RepoUpload
+from app.uploads import (
+    MAX_JSON_BYTES,
+    CappedRoute,
+    body_limit,
+    discard_upload,
+    form_values,
+    is_multipart,
+    json_body,
+    save_upload,
+    validated,
+)
 
-router = APIRouter(prefix="/api/v1/repos", tags=["repositories"])
-
-_CREATE_BODY = {
-    "requestBody": {"content": {
-        "application/json": {"schema": RepoCreate.model_json_schema()},
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["name", "archive"],
-            "properties": {"name": {"type": "string"},
-                           "archive": {"type": "string", "format": "binary",
-                                       "description": ".zip or .tar.gz of the repository"}}}},
-    }, "required": True},
-}
+router = APIRouter(prefix="/api/v1/repos", tags=["repositories"], route_class=CappedRoute)
 
 
-@router.post("", status_code=201, response_model=RepoPublic, openapi_extra=_CREATE_BODY)
-async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> RepoPublic:
-    """Fork a built-in sample (JSON) or create a repository from an archive (multipart)."""
-    if is_multipart(request):
-        settings = get_settings()
-        async with request.form(max_files=1, max_fields=4) as form:
-            name = form_text(form, "name")
-            path = await save_upload(form_file(form, "archive"),
-                                     max_bytes=settings.max_repo_bytes, field="archive")
-        try:
-            repo, stripped = await run_in_threadpool(_create_from_archive, db, user, name, path)
-        finally:
-            await run_in_threadpool(discard_upload, path)
-        public = await run_in_threadpool(service.to_public, db, repo)
-        return public.model_copy(update={"stripped_root": stripped})
-    try:
-        body = RepoCreate.model_validate(await json_body(request))
-    except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
-                  for e in exc.errors()]
-        raise Invalid("; ".join(f"{f['field']}: {f['message']}" for f in fields),
-                      fields=fields) from exc
+@router.post("/fork", status_code=201, response_model=RepoPublic,
+             openapi_extra=body_limit(MAX_JSON_BYTES))
+async def fork_repo(body: RepoCreate, db: SessionDep, user: CurrentUser) -> RepoPublic:
+    """Fork a built-in sample repository into the caller's namespace."""
     repo = await run_in_threadpool(_fork, db, user, body)
     return await run_in_threadpool(service.to_public, db, repo)
+
+
+@router.post("/upload", status_code=201, response_model=RepoPublic,
+             form_limits={"max_files": 1, "max_fields": 4})
+async def upload_repo(form: Annotated[RepoUpload, Form(media_type="multipart/form-data")],
+                      db: SessionDep, user: CurrentUser) -> RepoPublic:
+    """Create a repository from a .zip or .tar.gz of its files (size and count capped)."""
+    path = await save_upload(form.archive, max_bytes=get_settings().max_repo_bytes,
+                             field="archive")
+    try:
+        repo, stripped = await run_in_threadpool(_create_from_archive, db, user, form.name,
+                                                 path)
+    finally:
+        await run_in_threadpool(discard_upload, path)
+    public = await run_in_threadpool(service.to_public, db, repo)
+    return public.model_copy(update={"stripped_root": stripped})
+
+
+@router.post("", status_code=201, response_model=RepoPublic, include_in_schema=False)
+async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> RepoPublic:
+    """The first API's creation, kept for its clients: a JSON body forks (`/fork`), a
+    multipart one uploads (`/upload`)."""
+    if is_multipart(request):
+        async with request.form(max_files=1, max_fields=4) as form:
+            return await upload_repo(validated(RepoUpload, form_values(form)), db, user)
+    return await fork_repo(validated(RepoCreate, await json_body(request)), db, user)
 
 
 # Each write transaction runs start to commit in one worker thread: holding SQLite's write
 # lock across an `await`, or waiting for it on the event loop, can stall every request.
 def _create_from_archive(db: Session, user: User, name: str,
                          path: Path) -> tuple[Repository, str | None]:
-    repo, stripped = service.create_from_archive(db, owner=user, name=name, archive=path)
-    service.commit_new_repo(db, repo)
+    with transaction(db) as txn:
+        repo, stripped = service.create_from_archive(db, owner=user, name=name, archive=path)
+        txn.on_rollback(service.repo_files(repo))
     return repo, stripped
 
 
 def _fork(db: Session, user: User, body: RepoCreate) -> Repository:
-    repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
-                                 description=body.description)
-    service.commit_new_repo(db, repo)
+    with transaction(db) as txn:
+        repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
+                                     description=body.description)
+        txn.on_rollback(service.repo_files(repo))
     return repo
 
 
@@ -97,19 +107,20 @@ async def delete_repo(owner: str, name: str, db: SessionDep, user: CurrentUser) 
     repo = await run_in_threadpool(service.get_repo, db, owner=owner, name=name, user=user)
     service.require_write(repo, user)
     await run_in_threadpool(service.check_deletable, db, repo)
-    repo_id = repo.id
-    await run_in_threadpool(_delete_and_commit, db, repo)
+    cleanup = await run_in_threadpool(_delete, db, repo)
     # The delete detached the services' rows of the repository and its trainings (foreign
-    # keys set to NULL): stop them now.
+    # keys set to NULL): stop them, then remove the files, now that the rows are gone for good.
     await stop_detached_predictors()
     await stop_detached_evaluations()
-    remove_repo_evaluation_files(repo_id)
+    await run_in_threadpool(cleanup.run)
     return Response(status_code=204)
 
 
-def _delete_and_commit(db: Session, repo: Repository) -> None:
-    service.delete_repo(db, repo)
-    db.commit()
+def _delete(db: Session, repo: Repository) -> Cleanup:
+    comparison = repo_subject(repo).workdir
+    with transaction(db):
+        cleanup = service.delete_repo(db, repo)
+    return cleanup.add(comparison)
 
 
 @router.get("/{owner}/{name}/files/{path:path}", response_class=FileResponse)
@@ -136,8 +147,7 @@ async def write_file(owner: str, name: str, path: str, request: Request, db: Ses
             raise TooLarge(f"file is larger than the limit of {limit} bytes")
 
     def write() -> PurePosixPath:
-        written = service.write_file(db, repo, path, bytes(body))
-        db.commit()
-        return written
+        with transaction(db):
+            return service.write_file(db, repo, path, bytes(body))
 
     return FileWritten(path=str(await run_in_threadpool(write)), size=len(body))

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME = "Repository name: letters, digits, '_', '.', '-'."
 
 
 class RepoCreate(BaseModel):
-    name: str = Field(description="Repository name: letters, digits, '_', '.', '-'.")
+    """Fork a built-in sample (JSON)."""
+
+    name: str = Field(description=NAME)
     template: str = Field(default="resnet50", description="Built-in sample to fork.")
     description: str = ""
+
+
+class RepoUpload(BaseModel):
+    """Create a repository from an archive (multipart/form-data)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    name: str = Field(description=NAME)
+    archive: UploadFile = Field(description=".zip or .tar.gz of the repository's files.")
 
 
 class RepoFile(BaseModel):

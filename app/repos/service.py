@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
@@ -14,6 +13,7 @@ from sqlalchemy.orm import Session
 from app import storage
 from app.archives import safe_extract
 from app.config import get_settings
+from app.db import Cleanup
 from app.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from app.models import UNFINISHED, Repository, Training, User
 from app.models.base import utcnow
@@ -54,7 +54,8 @@ def _new_repo(db: Session, *, owner: User, name: str, template: str | None,
 
 def fork_template(db: Session, *, owner: User, name: str, template: str,
                   description: str = "") -> Repository:
-    """Create `owner/name` as a copy of a built-in sample repository (caller commits)."""
+    """Create `owner/name` as a copy of a built-in sample repository (the caller commits and,
+    if that fails, removes `repo_files`)."""
     if template not in TEMPLATES:
         raise Invalid(f"template: unknown template '{template}'; known: {', '.join(TEMPLATES)}",
                       fields=[{"field": "template", "message": "unknown template"}])
@@ -71,8 +72,8 @@ def fork_template(db: Session, *, owner: User, name: str, template: str,
 
 def create_from_archive(db: Session, *, owner: User, name: str, archive: Path
                         ) -> tuple[Repository, str | None]:
-    """Create `owner/name` from an uploaded .zip or .tar.gz (size and count capped; caller
-    commits).
+    """Create `owner/name` from an uploaded .zip or .tar.gz (size and count capped; the caller
+    commits and, if that fails, removes `repo_files`).
 
     Returns the repository and the archive's single top folder when it was left out.
     """
@@ -91,13 +92,9 @@ def create_from_archive(db: Session, *, owner: User, name: str, archive: Path
         storage.remove_tree(stage)
 
 
-def commit_new_repo(db: Session, repo: Repository) -> None:
-    """Commit a created repository; if the commit fails its files go too (no half repo)."""
-    try:
-        db.commit()
-    except BaseException:
-        storage.remove_tree(storage.repo_dir(repo.owner.username, repo.name))
-        raise
+def repo_files(repo: Repository) -> Path:
+    """The folder of a repository's files."""
+    return storage.repo_dir(repo.owner.username, repo.name)
 
 
 def configs_name_folder(folder: Path, *, max_configs: int = 50) -> bool:
@@ -214,16 +211,15 @@ def training_ids(db: Session, repo: Repository) -> list[int]:
     return list(db.scalars(select(Training.id).where(Training.repo_id == repo.id)))
 
 
-def delete_repo(db: Session, repo: Repository) -> None:
-    """Delete a repository that has no unfinished training."""
+def delete_repo(db: Session, repo: Repository) -> Cleanup:
+    """Delete a repository with its trainings (none unfinished); returns their files, to remove
+    after the commit."""
     check_deletable(db, repo)
-    root = storage.repo_dir(repo.owner.username, repo.name)
-    ids = training_ids(db, repo)
+    cleanup = Cleanup([repo_files(repo)])
+    cleanup.add(*(storage.training_dir(tid) for tid in training_ids(db, repo)))
     db.delete(repo)
     db.flush()
-    for tid in ids:
-        storage.remove_tree(storage.training_dir(tid))
-    shutil.rmtree(root, ignore_errors=True)
+    return cleanup
 
 
 def to_public(db: Session, repo: Repository, *, detail: bool = False) -> RepoPublic:

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from app.errors import Invalid
+from app.errors import Invalid, field_path, validation_fields
 from app.procs.environ import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from app.trainings.config_rules import (
     HYPERPARAMETER_KEYS,
@@ -152,21 +152,6 @@ def parse_config_text(text: str | bytes, *, source: str = "config.json") -> Any:
 Loc = tuple[str | int, ...]
 
 
-def field_path(loc: Iterable[str | int]) -> str:
-    """A pydantic error location as a field path: `inputs[1].input_url`."""
-    out = ""
-    for part in loc:
-        if part == "[key]":
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{json.dumps(part)}]"
-    return out or "config"
-
-
 def _validation_error(title: str, problems: list[tuple[Loc, str]], kind: str
                       ) -> ValidationError:
     return ValidationError.from_exception_data(title, [
@@ -179,7 +164,8 @@ def _duplicate_names(named: list[tuple[Loc, str]]) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
     for loc, name in named:
         if name in seen:
-            problems.append((loc, f"{name!r} is already used by {field_path(seen[name])}; "
+            used_by = field_path(seen[name], root="config")
+            problems.append((loc, f"{name!r} is already used by {used_by}; "
                              "hyperparameter, input and output names must be unique since "
                              "each becomes a --NAME=VALUE argument"))
         else:
@@ -405,7 +391,8 @@ def validate_config(data: Any) -> TrainingConfig:
     order = {key: i for i, key in enumerate(data)}
     located.sort(key=lambda p: (order.get(p[0][0], len(order)) if p[0] else -1,
                                 p[0][1] if len(p[0]) > 1 and isinstance(p[0][1], int) else -1))
-    raise config_invalid([{"field": field_path(loc), "message": m} for loc, m in located])
+    raise config_invalid(validation_fields(({"loc": loc, "msg": m} for loc, m in located),
+                                           root="config"))
 
 
 def config_invalid(problems: list[dict[str, Any]]) -> Invalid:

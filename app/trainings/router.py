@@ -19,13 +19,12 @@ from app import safe_files, storage
 from app.auth.deps import CurrentUser
 from app.broker import publish_terminate
 from app.config import get_settings
-from app.db import SessionDep, get_sessionmaker
+from app.db import Cleanup, SessionDep, get_sessionmaker, transaction
 from app.errors import NotFound
 from app.evaluations.manager import stop_detached_evaluations
 from app.inference.service import stop_detached_predictors
 from app.models import Training, TrainingStatus, User
 from app.models.base import utcnow
-from app.models.training import finish
 from app.params import DB_INT_MAX, TrainingId
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
@@ -34,20 +33,12 @@ from app.trainings.config import config_json_schema, parse_config_text
 from app.trainings.config_rules import MAX_CONFIG_BYTES
 from app.trainings.logs import SharedStatus, read_range, stream_events
 from app.trainings.runtimes import list_flavors, list_runtimes
-from app.trainings.schemas import Accepted, OutputFile, TrainingPublic
+from app.trainings.schemas import CREATE_BODY, Accepted, OutputFile, TrainingPublic
 from app.uploads import read_body
 from app.workers import service as workers
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["trainings"])
-
-_CREATE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "oneOf": [{"type": "object", "description": "The config.json object itself: see "
-               "GET /api/v1/schemas/training-config"},
-              {"type": "object", "required": ["config_path"],
-               "properties": {"config_path": {"type": "string",
-                                              "example": "train/config.json"}}}]}}}}}
-
 
 @router.get("/schemas/training-config", tags=["schemas"])
 def training_config_schema() -> dict[str, Any]:
@@ -68,19 +59,18 @@ def dispatch(db: Session, training: Training) -> None:
     except Exception as exc:  # the broker being down must not fail the request: it is committed
         log.warning("could not queue training %s (%s); the reconciler sends it later",
                     training.id, exc)
-        try:
-            service.record_dispatch_failure(
-                db, training, f"Redis could not be reached at {utcnow():%Y-%m-%d %H:%M:%S} "
-                f"UTC ({exc})")
-            db.commit()
+        try:  # the outbox note: a transaction of its own, after the creation's commit
+            with transaction(db):
+                service.record_dispatch_failure(
+                    db, training, f"Redis could not be reached at "
+                    f"{utcnow():%Y-%m-%d %H:%M:%S} UTC ({exc})")
             db.refresh(training)
         except SQLAlchemyError:  # unrecorded, it is still re-sent: it is in no queue
-            db.rollback()
             log.exception("could not record that training %s waits for the queue", training.id)
 
 
 @router.post("/repos/{owner}/{name}/trainings", status_code=201, response_model=TrainingPublic,
-             openapi_extra=_CREATE_BODY)
+             openapi_extra=CREATE_BODY)
 async def create_training(owner: str, name: str, request: Request, db: SessionDep,
                           user: CurrentUser) -> TrainingPublic:
     """Create a training instance from a config object or `{"config_path": ...}`.
@@ -91,13 +81,10 @@ async def create_training(owner: str, name: str, request: Request, db: SessionDe
     body = await run_in_threadpool(parse_config_text, raw, source="the request body")
 
     def create() -> Training:
-        repo = get_repo(db, owner=owner, name=name, user=user)
-        training = service.create_training(db, repo=repo, user=user, body=body)
-        try:
-            db.commit()
-        except BaseException:
-            storage.remove_tree(storage.training_dir(training.id))
-            raise
+        with transaction(db) as txn:
+            repo = get_repo(db, owner=owner, name=name, user=user)
+            training = service.create_training(db, repo=repo, user=user, body=body)
+            txn.on_rollback(storage.training_dir(training.id))
         return training
 
     training = await run_in_threadpool(create)
@@ -126,8 +113,8 @@ def get_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> 
 def terminate_training(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> Accepted:
     """Stop a training: queued ones end at once, running ones go through Terminating."""
     training = service.get_training(db, training_id, user=user)
-    service.request_termination(db, training, user=user)
-    db.commit()
+    with transaction(db):
+        service.request_termination(db, training, user=user)
     if training.state is TrainingStatus.TERMINATING:
         publish_terminate(training.id)
     return Accepted(id=training.id, status=training.status)
@@ -138,7 +125,7 @@ async def delete_training(training_id: TrainingId, db: SessionDep, user: Current
     """Delete a training and its files; a running one is terminated first."""
     training = await run_in_threadpool(service.get_training, db, training_id, user=user)
     if not training.state.finished:
-        await run_in_threadpool(_terminate_and_commit, db, training, user)
+        await run_in_threadpool(_terminate, db, training, user)
         if training.state is TrainingStatus.TERMINATING:
             await run_in_threadpool(publish_terminate, training.id)
         deadline = get_settings().terminate_grace_s + 10
@@ -148,15 +135,14 @@ async def delete_training(training_id: TrainingId, db: SessionDep, user: Current
             waited += 0.2
             if not await run_in_threadpool(_reload, db, training):
                 raise NotFound(f"training {training_id} was deleted meanwhile")
-        if not training.state.finished:
-            await run_in_threadpool(finish, training, TrainingStatus.ABNORMAL,
-                                    error="the worker did not confirm termination")
     else:
         require_write(training.repo, user)
-    await run_in_threadpool(_delete_and_commit, db, training)
-    # The delete detached its services' rows (foreign keys set to NULL): stop them now.
+    cleanup = await run_in_threadpool(_delete, db, training)
+    # The delete detached its services' rows (foreign keys set to NULL): stop them, then remove
+    # the files, now that the row is gone for good.
     await stop_detached_predictors()
     await stop_detached_evaluations()
+    await run_in_threadpool(cleanup.run)
     return Response(status_code=204)
 
 
@@ -169,19 +155,19 @@ def _reload(db: Session, training: Training) -> bool:
     return True
 
 
-def _terminate_and_commit(db: Session, training: Training, user: User) -> None:
+def _terminate(db: Session, training: Training, user: User) -> None:
     training_id = training.id  # read before a failed refresh expires it
     try:
-        service.request_termination(db, training, user=user)
+        with transaction(db):
+            service.request_termination(db, training, user=user)
     except InvalidRequestError as exc:  # its row was deleted by a concurrent request
         raise NotFound(f"training {training_id} was deleted meanwhile") from exc
-    db.commit()
 
 
-def _delete_and_commit(db: Session, training: Training) -> None:
+def _delete(db: Session, training: Training) -> Cleanup:
     # One thread from the first write to the commit: never hold SQLite's lock across an await.
-    service.delete_training(db, training)
-    db.commit()
+    with transaction(db):
+        return service.delete_training(db, training)
 
 
 @router.get("/trainings/{training_id}/log", response_class=Response,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app import storage
 from app.config import get_settings
+from app.db import Cleanup
 from app.errors import Conflict, Invalid, NotFound
 from app.models import UNFINISHED, Dataset, Model, Repository, Training, TrainingStatus, User
 from app.models.base import utcnow
@@ -154,7 +155,8 @@ def _conflict_from_integrity(exc: IntegrityError, repo: Repository, job_name: st
 
 
 def create_training(db: Session, *, repo: Repository, user: User, body: Any) -> Training:
-    """Validate a config, apply the repo's rules and snapshot the code (caller commits)."""
+    """Validate a config, apply the repo's rules and snapshot the code (the caller commits and,
+    if that fails, removes the training's folder)."""
     require_write(repo, user)
     cfg = check_config(db, repo=repo, user=user, body=body)
     _enforce_rules(db, repo, cfg.job_name)
@@ -167,8 +169,7 @@ def create_training(db: Session, *, repo: Repository, user: User, body: Any) -> 
     db.add(training)
     try:
         db.flush()
-    except IntegrityError as exc:
-        db.rollback()
+    except IntegrityError as exc:  # a concurrent creation won; the caller's rollback ends ours
         raise _conflict_from_integrity(exc, repo, cfg.job_name) from exc
     workspace = storage.training_workspace(training.id)
     storage.remove_tree(storage.training_dir(training.id))  # leftovers of a rolled-back id
@@ -217,12 +218,12 @@ def request_termination(db: Session, training: Training, *, user: User) -> None:
                    code="training_finished")
 
 
-def delete_training(db: Session, training: Training) -> None:
-    """Delete a finished training's row and files (caller commits)."""
-    tid = training.id
+def delete_training(db: Session, training: Training) -> Cleanup:
+    """Delete a finished training's row; returns its files, to remove after the commit."""
+    cleanup = Cleanup([storage.training_dir(training.id)])
     db.delete(training)
     db.flush()
-    storage.remove_tree(storage.training_dir(tid))
+    return cleanup
 
 
 def to_public(training: Training) -> TrainingPublic:

@@ -14,7 +14,7 @@ from app.auth.deps import client_address
 from app.auth.ratelimit import get_failure_limiter
 from app.auth.service import find_token
 from app.config import get_settings
-from app.db import SessionDep
+from app.db import SessionDep, transaction
 from app.errors import AppError, Forbidden, TooManyRequests
 from app.models import Repository, User
 from app.repos import service as repos
@@ -71,17 +71,16 @@ async def login(request: Request, db: SessionDep) -> Response:
 
 def _sign_in_with(request: Request, db: Session, token: str) -> bool:
     """Start a session for the owner of `token` (False when no user has it)."""
-    row = find_token(db, token)
-    if row is None:
-        return False
-    sign_in(request, db, user=row.user, token=row)
-    db.commit()
-    return True
+    with transaction(db):
+        row = find_token(db, token)
+        if row is not None:
+            sign_in(request, db, user=row.user, token=row)
+    return row is not None
 
 
 def _sign_out(request: Request, db: Session) -> None:
-    sign_out(request, db)
-    db.commit()
+    with transaction(db):
+        sign_out(request, db)
 
 
 @router.post("/logout")
@@ -99,8 +98,7 @@ async def logout(request: Request, db: SessionDep) -> Response:
 
 def _repos_page_with_error(request: Request, db: Session, user: User, *, form: str,
                            name: str, exc: AppError) -> Response:
-    """Undo the failed action and show the repositories page with the error at `form`."""
-    db.rollback()
+    """Show the repositories page with the error of the failed action (rolled back) at `form`."""
     if isinstance(exc, Forbidden):  # creating in one's own namespace: only the CSRF check refuses
         exc = Forbidden(EXPIRED)
     rows = [repos.to_public(db, r) for r in repos.list_repos(db, user=user)]
@@ -157,13 +155,15 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
 
 
 def _fork(db: Session, user: User, name: str) -> Repository:
-    repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
-    repos.commit_new_repo(db, repo)
+    with transaction(db) as txn:
+        repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
+        txn.on_rollback(repos.repo_files(repo))
     return repo
 
 
 def _from_archive(db: Session, user: User, name: str,
                   archive: Path) -> tuple[Repository, str | None]:
-    repo, stripped = repos.create_from_archive(db, owner=user, name=name, archive=archive)
-    repos.commit_new_repo(db, repo)
+    with transaction(db) as txn:
+        repo, stripped = repos.create_from_archive(db, owner=user, name=name, archive=archive)
+        txn.on_rollback(repos.repo_files(repo))
     return repo, stripped
