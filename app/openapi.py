@@ -5,7 +5,9 @@ route, the error responses a route can really give are documented with the `Erro
 401/403/409/429 for routes that need a caller (429: too many failed authentications from
 the client's address), 404 for routes with path parameters, 413 for routes with a body, 422
 for routes that take input, and 503 for all (the database busy: nothing changed, retry).
-Routes declare nothing by hand.
+Routes declare nothing by hand. A route that accepts the bodies of other routes (the first
+API's `POST /api/v1/repos`, JSON or multipart) names them with `bodies_of(...)`, and gets their
+generated request bodies.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ DESCRIPTIONS = {401: "Missing or invalid API token", 403: "Not allowed for this 
                 429: "Too many failed authentications from this address; see Retry-After",
                 503: "The database is busy with other writes; nothing changed, see Retry-After"}
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_BODIES_OF = "x-bodies-of"
+
+
+def bodies_of(*paths: str) -> dict[str, Any]:
+    """The `openapi_extra` of a POST route that takes the request body of each route at `paths`
+    (POST routes too): its documented body is theirs, one content type each."""
+    return {_BODIES_OF: list(paths)}
 
 
 def _needs_caller(dependant: Dependant) -> bool:
@@ -79,6 +88,7 @@ def build_openapi(app: FastAPI, routers: Sequence[APIRouter]) -> dict[str, Any]:
     components["Error"] = ERROR_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    _merge_bodies(schema["paths"])
     known = {(route.path_format, method.lower()): error_statuses(route)
              for route in _api_routes([*app.routes, *(r for rt in routers for r in rt.routes)])
              for method in route.methods or ()}
@@ -90,6 +100,18 @@ def build_openapi(app: FastAPI, routers: Sequence[APIRouter]) -> dict[str, Any]:
                 responses[str(status)] = {"description": DESCRIPTIONS[status], "content": {
                     "application/json": {"schema": _ERROR_REF}}}
     return schema
+
+
+def _merge_bodies(paths: dict[str, Any]) -> None:
+    for path_item in paths.values():
+        for operation in path_item.values():
+            sources = operation.pop(_BODIES_OF, None)
+            if not sources:
+                continue
+            content: dict[str, Any] = {}
+            for source in sources:
+                content.update(paths[source]["post"]["requestBody"]["content"])
+            operation["requestBody"] = {"required": True, "content": content}
 
 
 def _api_routes(routes: Sequence[Any]) -> Iterator[APIRoute]:

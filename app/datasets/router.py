@@ -24,6 +24,7 @@ from app.datasets.schemas import (
 from app.db import SessionDep, transaction
 from app.errors import Forbidden, Invalid
 from app.models import Dataset, Model, User
+from app.openapi import bodies_of
 from app.uploads import (
     MAX_JSON_BYTES,
     CappedRoute,
@@ -83,10 +84,10 @@ async def import_dataset(body: DatasetImport, db: SessionDep,
 
 
 @router.post("/datasets", status_code=201, response_model=DatasetPublic,
-             include_in_schema=False)
+             openapi_extra=bodies_of("/api/v1/datasets/upload", "/api/v1/datasets/import"))
 async def create_dataset(request: Request, db: SessionDep, user: CurrentUser) -> DatasetPublic:
-    """The first API's import, kept for its clients: a multipart body uploads (`/upload`), a
-    JSON one imports on the server (`/import`)."""
+    """Upload a dataset archive (a multipart body, as `/upload`) or import one on the server (a
+    JSON body, as `/import`, admins only)."""
     if is_multipart(request):
         async with request.form(max_files=1, max_fields=5) as form:
             return await upload_dataset(validated(DatasetUpload, form_values(form)), db, user)

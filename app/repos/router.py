@@ -19,6 +19,7 @@ from app.evaluations.sources import repo_subject
 from app.headers import user_file_response
 from app.inference.service import stop_detached_predictors
 from app.models import Repository, User
+from app.openapi import bodies_of
 from app.repos import service
 from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic, RepoUpload
 from app.uploads import (
@@ -60,10 +61,11 @@ async def upload_repo(form: Annotated[RepoUpload, Form(media_type="multipart/for
     return public.model_copy(update={"stripped_root": stripped})
 
 
-@router.post("", status_code=201, response_model=RepoPublic, include_in_schema=False)
+@router.post("", status_code=201, response_model=RepoPublic,
+             openapi_extra=bodies_of("/api/v1/repos/fork", "/api/v1/repos/upload"))
 async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> RepoPublic:
-    """The first API's creation, kept for its clients: a JSON body forks (`/fork`), a
-    multipart one uploads (`/upload`)."""
+    """Fork a built-in sample (a JSON body, as `/fork`) or create a repository from an archive
+    (a multipart body, as `/upload`)."""
     if is_multipart(request):
         async with request.form(max_files=1, max_fields=4) as form:
             return await upload_repo(validated(RepoUpload, form_values(form)), db, user)
