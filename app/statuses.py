@@ -1,4 +1,5 @@
-"""The statuses of trainings and evaluations and which of them are final: the one definition.
+"""The statuses of trainings, evaluations and service processes, and which of them are final:
+the one definition.
 
 The models store them, the worker and the reconciler move between them, the CLI colours them
 and the pages read the final training statuses from `base.html` (`FINISHED`); nothing else
@@ -50,3 +51,18 @@ class EvaluationStatus(enum.StrEnum):
 
 EVALUATION_ACTIVE = frozenset({EvaluationStatus.STARTING, EvaluationStatus.RUNNING})
 EVALUATION_FINISHED = frozenset(EvaluationStatus) - EVALUATION_ACTIVE
+
+
+class ServiceKind(enum.StrEnum):
+    PREDICTOR = "predictor"
+    AIM = "aim"
+
+
+class ServiceState(enum.StrEnum):
+    STARTING = "starting"  # claimed; pid and socket are set once the process is spawned
+    READY = "ready"        # answering on its socket
+    STOPPING = "stopping"  # asked to stop; the sweeper of its host signals it until it is gone
+    FAILED = "failed"      # did not start; `error` says why (the next request tries again)
+
+
+SERVICE_LIVE = frozenset({ServiceState.STARTING, ServiceState.READY})

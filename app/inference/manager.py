@@ -300,12 +300,12 @@ class PredictorManager:
         if row is not None:
             self._known[key] = row
             self.launcher.touch(row)
-            return "ready"
+            return ServiceState.READY
         if key not in self._warming:
             task = asyncio.get_running_loop().create_task(self._warm(spec))
             self._warming[key] = task
             task.add_done_callback(lambda _t: self._warming.pop(key, None))
-        return "starting"
+        return ServiceState.STARTING
 
     async def _warm(self, spec: PredictorSpec) -> None:
         try:

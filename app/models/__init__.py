@@ -4,7 +4,7 @@ from app.db import Base
 from app.models.evaluation import Evaluation
 from app.models.registry import Dataset, Model
 from app.models.repo import Repository
-from app.models.service import SERVICE_LIVE, Service, ServiceKind, ServiceState
+from app.models.service import Service
 from app.models.training import Training
 from app.models.user import ApiToken, User, WebSession
 from app.models.worker import Lease, Worker
@@ -12,8 +12,11 @@ from app.statuses import (
     EVALUATION_ACTIVE,
     EVALUATION_FINISHED,
     FINISHED,
+    SERVICE_LIVE,
     UNFINISHED,
     EvaluationStatus,
+    ServiceKind,
+    ServiceState,
     TrainingStatus,
 )
 

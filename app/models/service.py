@@ -7,7 +7,6 @@ rows (claims, records, stops and sweeps them in its own short transactions).
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -16,21 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
 from app.models.base import UTCDateTime, utcnow
-
-
-class ServiceKind(enum.StrEnum):
-    PREDICTOR = "predictor"
-    AIM = "aim"
-
-
-class ServiceState(enum.StrEnum):
-    STARTING = "starting"  # claimed; pid and socket are set once the process is spawned
-    READY = "ready"        # answering on its socket
-    STOPPING = "stopping"  # asked to stop; the sweeper of its host signals it until it is gone
-    FAILED = "failed"      # did not start; `error` says why (the next request tries again)
-
-
-SERVICE_LIVE = frozenset({ServiceState.STARTING, ServiceState.READY})
+from app.statuses import ServiceState
 
 
 class Service(Base):
