@@ -156,6 +156,24 @@ def test_push_submit_follow_list_and_download(user_cli: tuple[Cli, httpx.Client]
     assert files == ["out/model.ckpt", "out/sub/notes.txt"]
     assert (dest / "out/model.ckpt").read_bytes() == b"weights" * 100
 
+    # An interrupted download resumes where it stopped while the server has the same file
+    # (its ETag); a partial copy of another version starts over.
+    etag = client.get(f"/api/v1/trainings/{tid}/outputs/out/model.ckpt").headers["etag"]
+    resumed = tmp_path / "resumed"
+    (resumed / "out/sub").mkdir(parents=True)
+    (resumed / "out/model.ckpt.part").write_bytes(b"weights" * 40)
+    (resumed / "out/model.ckpt.part.etag").write_text(etag)
+    (resumed / "out/sub/notes.txt.part").write_bytes(b"OLD")
+    (resumed / "out/sub/notes.txt.part.etag").write_text('"another-version"')
+    got = cli("outputs", str(tid), "--download", str(resumed))
+    assert got.returncode == 0, got.stderr
+    assert "resuming model.ckpt at 280 bytes" in got.stderr
+    assert "resuming notes.txt" not in got.stderr
+    assert sorted(p.relative_to(resumed).as_posix() for p in resumed.rglob("*")
+                  if p.is_file()) == files
+    assert (resumed / "out/model.ckpt").read_bytes() == b"weights" * 100
+    assert (resumed / "out/sub/notes.txt").read_text() == "done"
+
 
 def test_local_config_file_errors_and_failed_exit_code(user_cli: tuple[Cli, httpx.Client],
                                                        tmp_path: Path) -> None:
