@@ -32,6 +32,10 @@ class AppError(Exception):
             self.status = status
         self.fields = fields
 
+    def response_headers(self) -> dict[str, str] | None:
+        """Headers the error response carries (a 401's challenge, a 429's Retry-After)."""
+        return {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+
     def body(self) -> dict[str, Any]:
         """The JSON body of the error response."""
         out: dict[str, Any] = {"error": self.code, "detail": self.detail}
@@ -82,6 +86,9 @@ class TooManyRequests(AppError):
         super().__init__(detail)
         self.retry_after_s = retry_after_s
 
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
 
 class Busy(AppError):
     """A 503 with Retry-After: the database could not take the request now; nothing changed."""
@@ -89,6 +96,9 @@ class Busy(AppError):
     status = 503
     code = "busy"
     retry_after_s = 2
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 def field_path(loc: Iterable[str | int], *, root: str = "body") -> str:
@@ -151,10 +161,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if isinstance(exc, TooManyRequests | Busy):
-            headers = {"Retry-After": str(exc.retry_after_s)}
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return JSONResponse(exc.body(), status_code=exc.status,
+                            headers=exc.response_headers())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -40,7 +40,7 @@ DESCRIPTIONS = {401: "Missing or invalid API token", 403: "Not allowed for this 
                 422: "Invalid input; `fields` names each offending field",
                 429: "Too many failed authentications from this address; see Retry-After",
                 503: "The database is busy with other writes; nothing changed, see Retry-After"}
-_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _BODIES_OF = "x-bodies-of"
 
 
@@ -98,7 +98,7 @@ def build_openapi(app: FastAPI, routers: Sequence[APIRouter]) -> dict[str, Any]:
             responses.pop("422", None)
             for status in known.get((path, method), sorted(DESCRIPTIONS)):
                 responses[str(status)] = {"description": DESCRIPTIONS[status], "content": {
-                    "application/json": {"schema": _ERROR_REF}}}
+                    "application/json": {"schema": ERROR_REF}}}
     return schema
 
 

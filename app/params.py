@@ -12,3 +12,4 @@ DB_INT_MAX = 2**63 - 1
 
 TrainingId = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="The training's id.")]
 TokenId = Annotated[int, Path(ge=1, le=DB_INT_MAX, description="The API token's id.")]
+Username = Annotated[str, Path(min_length=1, max_length=40, description="The user's name.")]

@@ -150,14 +150,23 @@ def open_file(root: Path, rel: str | PurePosixPath, *,
     return file_fd, info
 
 
-def read_chunks(fd: int, *, chunk: int = CHUNK) -> Iterator[bytes]:
-    """The bytes of an open descriptor from its current offset; it is closed after (or when the
-    iterator is dropped unread)."""
+def read_chunks(fd: int, *, chunk: int = CHUNK, start: int | None = None,
+                length: int | None = None) -> Iterator[bytes]:
+    """The bytes of an open descriptor from `start` (default: its current offset), at most
+    `length` of them; it is closed after (or when the iterator is dropped unread)."""
     file = os.fdopen(fd, "rb", buffering=0)
 
     def chunks() -> Iterator[bytes]:
         with file:
-            while block := file.read(chunk):
+            if start is not None:
+                file.seek(start)
+            left = length
+            while left is None or left > 0:
+                block = file.read(chunk if left is None else min(chunk, left))
+                if not block:
+                    break
+                if left is not None:
+                    left -= len(block)
                 yield block
 
     return chunks()

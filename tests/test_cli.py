@@ -156,6 +156,24 @@ def test_push_submit_follow_list_and_download(user_cli: tuple[Cli, httpx.Client]
     assert files == ["out/model.ckpt", "out/sub/notes.txt"]
     assert (dest / "out/model.ckpt").read_bytes() == b"weights" * 100
 
+    # An interrupted download resumes where it stopped while the server has the same file
+    # (its ETag); a partial copy of another version starts over.
+    etag = client.get(f"/api/v1/trainings/{tid}/outputs/out/model.ckpt").headers["etag"]
+    resumed = tmp_path / "resumed"
+    (resumed / "out/sub").mkdir(parents=True)
+    (resumed / "out/model.ckpt.part").write_bytes(b"weights" * 40)
+    (resumed / "out/model.ckpt.part.etag").write_text(etag)
+    (resumed / "out/sub/notes.txt.part").write_bytes(b"OLD")
+    (resumed / "out/sub/notes.txt.part.etag").write_text('"another-version"')
+    got = cli("outputs", str(tid), "--download", str(resumed))
+    assert got.returncode == 0, got.stderr
+    assert "resuming model.ckpt at 280 bytes" in got.stderr
+    assert "resuming notes.txt" not in got.stderr
+    assert sorted(p.relative_to(resumed).as_posix() for p in resumed.rglob("*")
+                  if p.is_file()) == files
+    assert (resumed / "out/model.ckpt").read_bytes() == b"weights" * 100
+    assert (resumed / "out/sub/notes.txt").read_text() == "done"
+
 
 def test_local_config_file_errors_and_failed_exit_code(user_cli: tuple[Cli, httpx.Client],
                                                        tmp_path: Path) -> None:
@@ -475,6 +493,33 @@ def test_tokens_create_list_and_revoke(live: Live, user_cli: tuple[Cli, httpx.Cl
     assert live.client(secret).get("/api/v1/me").status_code == 401
     again = cli("tokens", "revoke", str(laptop_id))
     assert again.returncode != 0 and f"no token {laptop_id}" in again.stderr
+
+
+def test_an_admin_manages_a_users_tokens_with_user_option(
+        live: Live, user_cli: tuple[Cli, httpx.Client], tmp_path: Path) -> None:
+    as_user, client = user_cli
+    name = client.get("/api/v1/me").json()["username"]
+    admin = make_cli(tmp_path / "admin", TRAINYARD_URL=live.url, TRAINYARD_TOKEN=ADMIN_TOKEN)
+    created = admin("tokens", "create", "ci", "--user", name)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert f"created for {name}" in created.stderr
+    assert live.client(secret).get("/api/v1/me").json()["username"] == name
+
+    listed = admin("tokens", "list", "--user", name)
+    assert listed.returncode == 0, listed.stderr
+    assert "default" in listed.stdout and "ci" in listed.stdout and secret[:10] in listed.stdout
+    assert secret not in listed.stdout and "(this one)" not in listed.stdout
+    ci_id = next(t["id"] for t in client.get("/api/v1/tokens").json() if t["name"] == "ci")
+    revoked = admin("tokens", "revoke", str(ci_id), "--user", name)
+    assert revoked.returncode == 0 and f"token {ci_id} revoked (of {name})" in revoked.stdout
+    assert live.client(secret).get("/api/v1/me").status_code == 401
+
+    # Not an admin: refused, and an unknown user is named.
+    refused = as_user("tokens", "list", "--user", "admin")
+    assert refused.returncode == 1 and "403" in refused.stderr, refused.stderr
+    unknown = admin("tokens", "list", "--user", "nobody-here")
+    assert unknown.returncode == 1 and "no user 'nobody-here'" in unknown.stderr
 
 
 def test_models_are_private_by_default_and_visibility_changes_it(

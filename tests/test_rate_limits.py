@@ -51,6 +51,23 @@ def test_bad_tokens_then_429_while_other_clients_work(strict: Live) -> None:
     assert "rate-limit storage failed" not in log  # counted in the embedded Redis
 
 
+def test_refused_token_management_is_no_authentication_failure(strict: Live) -> None:
+    """A non-admin's 403s and an admin's 404s on users' tokens are not counted; only using a
+    token an admin revoked is."""
+    created = strict.admin.post("/api/v1/users", json={"username": "limited-user"}).json()
+    user = client_from(strict, "127.0.0.9", created["token"])
+    admin = client_from(strict, "127.0.0.9", ADMIN_TOKEN)
+    for _ in range(LIMIT + 2):
+        assert user.get("/api/v1/users/admin/tokens").status_code == 403
+        assert admin.get("/api/v1/users/nobody-here/tokens").status_code == 404
+    assert user.get("/api/v1/me").status_code == 200
+    (row,) = admin.get("/api/v1/users/limited-user/tokens").json()
+    assert admin.delete(f"/api/v1/users/limited-user/tokens/{row['id']}").status_code == 204
+    for _ in range(LIMIT):
+        assert user.get("/api/v1/me").status_code == 401
+    assert admin.get("/api/v1/me").status_code == 429
+
+
 def _csrf(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, html

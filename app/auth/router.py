@@ -12,7 +12,7 @@ from app.auth.deps import AdminUser, CurrentUser
 from app.auth.service import create_user
 from app.db import SessionDep, transaction
 from app.models import ApiToken
-from app.params import TokenId
+from app.params import TokenId, Username
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 
@@ -92,4 +92,34 @@ def delete_token(db: SessionDep, user: CurrentUser, token_id: TokenId) -> Respon
     signed in with it)."""
     with transaction(db):
         tokens.revoke_token(db, user=user, token_id=token_id)
+    return Response(status_code=204)
+
+
+@router.get("/users/{username}/tokens", response_model=list[TokenPublic], tags=["tokens"])
+def get_user_tokens(username: Username, request: Request, db: SessionDep,
+                    _admin: AdminUser) -> list[TokenPublic]:
+    """A user's API tokens (admin only; names and prefixes, never the secrets)."""
+    user = tokens.user_named(db, username)
+    return [_token_public(row, request) for row in tokens.list_tokens(db, user=user)]
+
+
+@router.post("/users/{username}/tokens", status_code=201, response_model=TokenCreated,
+             tags=["tokens"])
+def post_user_token(username: Username, body: TokenCreate, request: Request, db: SessionDep,
+                    _admin: AdminUser) -> TokenCreated:
+    """Issue a named API token for a user (admin only); its secret is in this response only."""
+    with transaction(db):
+        row, value = tokens.create_token(db, user=tokens.user_named(db, username),
+                                         name=body.name)
+    return TokenCreated(**_token_public(row, request).model_dump(), token=value)
+
+
+@router.delete("/users/{username}/tokens/{token_id}", status_code=204, tags=["tokens"])
+def delete_user_token(username: Username, token_id: TokenId, db: SessionDep,
+                      admin: AdminUser) -> Response:
+    """Revoke any user's token (admin only): it stops working at once, with the browser
+    sessions signed in with it. Unlike their own, an admin may revoke a user's last token."""
+    with transaction(db):
+        tokens.revoke_token(db, user=tokens.user_named(db, username), token_id=token_id,
+                            by=admin)
     return Response(status_code=204)

@@ -118,8 +118,46 @@ def _inside(root: Path, rel: str) -> Path:
     return target
 
 
+def _resume_headers(part: Path, etag_file: Path, size: int) -> dict[str, str]:
+    """Range and If-Range to fetch the rest of an interrupted download (none to start over)."""
+    have = part.stat().st_size if part.is_file() else 0
+    etag = etag_file.read_text().strip() if etag_file.is_file() else ""
+    if not 0 < have < size or not etag:
+        return {}
+    return {"Range": f"bytes={have}-", "If-Range": etag}
+
+
+def _fetch(api: Api, url_path: str, part: Path, *, size: int,
+           advance: Callable[[int], None]) -> int:
+    """Download into `part`, resuming it when the server still has the same file (its ETag,
+    kept beside it); returns the bytes received. An interruption leaves both for next time."""
+    etag_file = part.with_name(part.name + ".etag")
+    headers = _resume_headers(part, etag_file, size)
+    received = 0
+    with api.stream("GET", url_path, headers=headers, timeout=SLOW_TIMEOUT) as response:
+        resumed = response.status_code == 206
+        if resumed:
+            have = part.stat().st_size
+            if not response.headers.get("content-range", "").startswith(f"bytes {have}-"):
+                die(f"{url_path}: the server answered another range than bytes {have}-")
+            err.print(f"resuming {part.name.removesuffix('.part')} at {have} bytes")
+            advance(have)
+        if etag := response.headers.get("etag"):
+            etag_file.write_text(etag)
+        with part.open("ab" if resumed else "wb") as f:
+            for chunk in response.iter_bytes(CHUNK):
+                f.write(chunk)
+                received += len(chunk)
+                advance(len(chunk))
+    etag_file.unlink(missing_ok=True)
+    return received
+
+
 def download_files(api: Api, items: list[tuple[str, str, int]], dest: Path) -> int:
-    """Stream each (url path, relative path, size) into `dest`; returns the bytes written."""
+    """Stream each (url path, relative path, size) into `dest`; returns the bytes received.
+
+    A file is written as `NAME.part` and renamed when complete; a `.part` left by an
+    interrupted run is resumed with a Range request."""
     written = 0
     with transfer_progress() as progress:
         overall = progress.add_task(f"{len(items)} files", total=sum(s for _u, _r, s in items))
@@ -128,16 +166,12 @@ def download_files(api: Api, items: list[tuple[str, str, int]], dest: Path) -> i
             target.parent.mkdir(parents=True, exist_ok=True)
             part = target.with_name(target.name + ".part")
             one: TaskID = progress.add_task(rel, total=size)
-            try:
-                with api.stream("GET", url_path, timeout=SLOW_TIMEOUT) as response, \
-                        part.open("wb") as f:
-                    for chunk in response.iter_bytes(CHUNK):
-                        f.write(chunk)
-                        written += len(chunk)
-                        progress.update(one, advance=len(chunk))
-                        progress.update(overall, advance=len(chunk))
-                part.replace(target)
-            finally:
-                part.unlink(missing_ok=True)
+
+            def advance(n: int, one: TaskID = one) -> None:
+                progress.update(one, advance=n)
+                progress.update(overall, advance=n)
+
+            written += _fetch(api, url_path, part, size=size, advance=advance)
+            part.replace(target)
             progress.remove_task(one)
     return written

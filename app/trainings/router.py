@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
@@ -15,7 +15,7 @@ from sqlalchemy.exc import InvalidRequestError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sse_starlette.sse import EventSourceResponse
 
-from app import safe_files, storage
+from app import byte_ranges, storage
 from app.auth.deps import CurrentUser
 from app.broker import publish_terminate
 from app.config import get_settings
@@ -25,6 +25,7 @@ from app.evaluations.manager import stop_detached_evaluations
 from app.inference.service import stop_detached_predictors
 from app.models import Training, TrainingStatus, User
 from app.models.base import utcnow
+from app.openapi import ERROR_REF
 from app.params import DB_INT_MAX, TrainingId
 from app.queue import send_run_training
 from app.repos.service import get_repo, require_write
@@ -220,19 +221,37 @@ def get_outputs(training_id: TrainingId, db: SessionDep, user: CurrentUser) -> l
     return outputs.list_outputs(service.get_training(db, training_id, user=user))
 
 
+_CONTENT_RANGE = {"description": "`bytes a-b/size` (206) or `bytes */size` (416)",
+                  "schema": {"type": "string"}}
+RangeHeader = Annotated[str | None, Header(
+    alias="range", description="One byte range to resume a file download: `bytes=a-b`, "
+    "`bytes=a-` or `bytes=-n` (206). Several ranges get the whole file (200).")]
+IfRangeHeader = Annotated[str | None, Header(
+    alias="if-range", description="The ETag or Last-Modified of the partial copy: the range "
+    "is sent only if the file is still the same, else the whole file (200).")]
+
+
 @router.get("/trainings/{training_id}/outputs/{path:path}", response_class=StreamingResponse,
             responses={200: {"content": {"application/octet-stream": {},
-                                         "application/gzip": {}}}})
-def download_output(training_id: TrainingId, path: str, db: SessionDep,
-                    user: CurrentUser) -> StreamingResponse:
-    """Download one output file, or a whole output folder as a streamed .tar.gz."""
+                                         "application/gzip": {}}},
+                       206: {"description": "The requested byte range of a file",
+                             "content": {"application/octet-stream": {}},
+                             "headers": {"Content-Range": _CONTENT_RANGE}},
+                       416: {"description": "The range starts past the end of the file",
+                             "content": {"application/json": {"schema": ERROR_REF}},
+                             "headers": {"Content-Range": _CONTENT_RANGE}}})
+def download_output(training_id: TrainingId, path: str, db: SessionDep, user: CurrentUser,
+                    range_header: RangeHeader = None,
+                    if_range: IfRangeHeader = None) -> StreamingResponse:
+    """Download one output file (resumable: `Range`), or a whole output folder as a streamed
+    .tar.gz."""
     training = service.get_training(db, training_id, user=user)
     target = outputs.resolve_output(training, path)
     if target.fd is not None and target.info is not None:
-        return StreamingResponse(safe_files.read_chunks(target.fd),
-                                 media_type="application/octet-stream", headers={
-                                     "Content-Length": str(target.info.st_size),
-                                     "Content-Disposition": _attachment(target.rel.name)})
+        return byte_ranges.file_response(
+            target.fd, target.info, media_type="application/octet-stream",
+            headers={"Content-Disposition": _attachment(target.rel.name)},
+            range_header=range_header, if_range=if_range)
     name = f"training-{training.id}-{target.rel.name}"
     return StreamingResponse(outputs.stream_tar_gz(training, target.rel, arcname=target.rel.name),
                              media_type="application/gzip",
