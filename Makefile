@@ -38,7 +38,7 @@ browser-deps:
 	  || echo "chromium could not be installed: browser tests will be skipped" )
 
 pytest: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test: install browser-deps lint typecheck imports pytest
 
