@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -17,7 +18,7 @@ import redis
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app import broker, queue
+from app import broker, queue, storage
 from app.config import get_settings
 from app.db import get_sessionmaker, reset_engine
 from app.migrate import upgrade_to_head
@@ -226,3 +227,28 @@ def test_a_worker_name_is_taken_only_from_a_gone_holder(db: Session) -> None:
         assert (utcnow() - row.last_heartbeat_at).total_seconds() < 5
     claim_name("new@here", host=here, pid=os.getpid())  # its own row again: a restart
 
+
+def test_the_reconciler_sweeps_scratch_nothing_changed_in(
+        db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    _configure(monkeypatch, TMP_MAX_AGE_S="1.5")
+    scratch = storage.tmp_dir()
+    old_dir = storage.staging_dir("upload-")
+    (old_dir / "sub").mkdir()
+    (old_dir / "sub" / "part.bin").write_bytes(b"x" * 1000)
+    (scratch / "loose.part").write_bytes(b"y")
+    writing = storage.staging_dir("upload-")
+    growing = (writing / "big.tar.gz").open("wb")
+    time.sleep(2)
+    growing.write(b"z" * 100)  # an upload still being written: its folder is older
+    growing.flush()
+    fresh = storage.staging_dir("copy-")
+    copied = fresh / "file.txt"  # a copy keeps the source's old mtime; its ctime is new
+    copied.write_text("c")
+    os.utime(copied, (time.time() - 7200, time.time() - 7200))
+    os.utime(fresh, (time.time() - 7200, time.time() - 7200))
+
+    reconciler = Reconciler()
+    reconciler.tick()
+    assert sorted(p.name for p in scratch.iterdir()) == sorted([writing.name, fresh.name])
+    growing.close()
+    assert storage.sweep_tmp(older_than_s=3600) == []  # nothing is an hour old
