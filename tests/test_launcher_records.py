@@ -3,6 +3,7 @@ over once, transitions only apply to the row as it was seen."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from datetime import timedelta
@@ -11,7 +12,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.launcher import records
+from app.launcher.launcher import Launcher
 from app.models import Service, ServiceState
+from app.models.base import utcnow
 
 
 def _claim_in_threads(sessions: sessionmaker[Session], seen: records.ServiceRef | None,
@@ -71,3 +74,53 @@ def test_concurrent_claims_have_one_winner_and_a_dead_starter_is_taken_over_once
         assert records.remove(db, ready.id, pid=ready.pid)
         db.commit()
         assert records.get(db, "predictor", "training:1:best.ckpt") is None
+
+
+def test_rows_a_gone_host_abandoned_are_dropped_by_any_sweeper(
+        sessions: sessionmaker[Session]) -> None:
+    idle_s = 10.0
+    # No process has this pid (above Linux's pid_max): the sweep signals nothing real.
+    no_pid = 2 ** 22 + 12345
+    abandoned_s = 2 * idle_s + records.ABANDONED_MARGIN_S
+    now = utcnow()
+
+    def plant(owner: str, *, host: str, state: ServiceState, used_s_ago: float,
+              started_s_ago: float | None = None) -> None:
+        used = now - timedelta(seconds=used_s_ago)
+        started = now - timedelta(seconds=started_s_ago if started_s_ago is not None
+                                  else used_s_ago)
+        with sessions() as db:
+            db.add(Service(kind="predictor", owner_key=owner, host=host, socket="/gone.sock",
+                           pid=no_pid if state != ServiceState.STARTING else None, state=state,
+                           info={}, started_at=started, last_used_at=used))
+            db.commit()
+
+    plant("gone-ready", host="gone-host", state=ServiceState.READY, used_s_ago=abandoned_s + 5)
+    plant("gone-stopping", host="gone-host", state=ServiceState.STOPPING,
+          used_s_ago=abandoned_s + 600)
+    # Idle, but not for long enough: its host's own sweeper stops it if that host lives.
+    plant("idle", host="live-host", state=ServiceState.READY, used_s_ago=abandoned_s - 30)
+    # A start still being prepared renews its claim (`started_at`): not abandoned.
+    plant("starting", host="gone-host", state=ServiceState.STARTING,
+          used_s_ago=abandoned_s + 5, started_s_ago=3)
+    plant("ours", host=records.HOST, state=ServiceState.READY, used_s_ago=abandoned_s + 5)
+
+    launcher = Launcher(kind="predictor", max_count=4, idle_s=idle_s, sessions=sessions)
+    asyncio.run(launcher.sweep())
+    with sessions() as db:
+        left = {r.owner_key: r.host for r in records.rows(db, "predictor")}
+    # This host's row named a pid that does not run here: gone, removed too.
+    assert left == {"idle": "live-host", "starting": "gone-host"}
+
+    # A row used meanwhile by its host is not dropped on a stale reading.
+    plant("used-meanwhile", host="gone-host", state=ServiceState.READY,
+          used_s_ago=abandoned_s + 5)
+    with sessions() as db:
+        seen = records.get(db, "predictor", "used-meanwhile")
+        assert seen is not None and records.abandoned(seen, idle_s=idle_s)
+        records.touch(db, seen.id)
+        db.commit()
+    with sessions() as db:
+        assert not records.drop_abandoned(db, seen)
+        db.commit()
+        assert records.get(db, "predictor", "used-meanwhile") is not None
