@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path, PurePosixPath
 
 from app.config import get_settings
@@ -108,6 +109,44 @@ def tmp_dir() -> Path:
 def staging_dir(prefix: str) -> Path:
     """A fresh temporary folder under `tmp_dir()`."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir=tmp_dir()))
+
+
+def _changed_since(path: str, cutoff: float) -> bool:
+    # ctime as well as mtime: a copy or an extraction sets old mtimes on what it writes, but
+    # every write, rename or utime of an inode sets its ctime to now. Links are not followed.
+    def fresh(entry: str) -> bool:
+        try:
+            st = os.lstat(entry)
+        except FileNotFoundError:  # removed meanwhile: its folder changed, which counts
+            return True
+        return max(st.st_mtime, st.st_ctime) >= cutoff
+
+    if fresh(path):
+        return True
+    for folder, dirs, files in os.walk(path):  # os.walk does not follow links by default
+        if any(fresh(os.path.join(folder, name)) for name in (*dirs, *files)):
+            return True
+    return False
+
+
+def sweep_tmp(*, older_than_s: float) -> list[str]:
+    """Remove the entries of `<data>/tmp` in which nothing changed for `older_than_s`: what a
+    killed upload, import or copy left behind. One still being written is never removed (its
+    newest change is recent); the names removed."""
+    root = data_root() / "tmp"
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed: list[str] = []
+    for entry in os.scandir(root):
+        if _changed_since(entry.path, cutoff):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
 
 
 def relative_path(raw: str, *, field: str) -> PurePosixPath:

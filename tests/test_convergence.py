@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -111,6 +112,50 @@ def test_a_killed_worker_ends_its_training_abnormal_and_frees_the_repo(
     by_name = {w["name"]: w for w in workers}
     assert by_name[owner]["online"] is False and by_name[other]["online"] is True
     assert by_name[other]["running"] == [t2]
+
+
+def test_a_second_worker_never_takes_a_live_workers_name(
+        cluster: Cluster, client: httpx.Client) -> None:
+    name = _name("taken")
+    first = cluster.start_worker(name)
+    repo = create_repo(client)
+    tid = submit(client, repo, config("kept-run", boot_file="sleep.py")).json()["id"]
+    wait_for(client, tid, {"Running"})
+
+    # The same name again, on this host: refused before it consumes anything, naming the
+    # holder; the holder's training runs on.
+    twin = subprocess.run([sys.executable, "-m", "app.cli.main", "worker", "--name", name],
+                          cwd=ROOT, env=cluster.env, capture_output=True, text=True,
+                          timeout=120)
+    assert twin.returncode == 3, twin.stderr[-3000:]
+    said = twin.stderr
+    assert f"worker name {name} is in use by a live worker on host {socket.gethostname()} " \
+           f"(pid {first.pid}, last heartbeat " in said, said[-3000:]
+    assert "another --name" in said
+    time.sleep(2)
+    kept = client.get(f"/api/v1/trainings/{tid}").json()
+    assert (kept["status"], kept["worker"]) == ("Running", name)
+
+    # Without --name, two workers on one host get names of their own: trainyard-<pid>@<host>.
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli.main", "worker"], cwd=ROOT,
+                                env=cluster.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        cluster.workers[f"trainyard-{proc.pid}@{socket.gethostname()}"] = proc
+    admin = cluster.client(ADMIN_TOKEN)
+    deadline = time.monotonic() + 90
+    while not set(cluster.workers) <= {w["name"] for w in
+                                       admin.get("/api/v1/workers").json()["workers"]
+                                       if w["online"]}:
+        assert time.monotonic() < deadline, admin.get("/api/v1/workers").text
+        time.sleep(0.5)
+
+    # A worker killed outright and started again under its name takes the name back at once
+    # (its pid is dead), and its old training ends Abnormal.
+    cluster.kill_worker(name)
+    cluster.start_worker(name)
+    lost = wait_for(client, tid, {"Abnormal"}, timeout=LIMIT_S)
+    assert name in lost["error"], lost
 
 
 def test_terminate_on_a_dead_workers_training_ends_terminated(

@@ -3,15 +3,20 @@ over once, transitions only apply to the row as it was seen."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.launcher import records
-from app.models import Service, ServiceState
+from app.launcher.launcher import Launcher
+from app.models import Repository, Service, ServiceState, User
+from app.models.base import utcnow
 
 
 def _claim_in_threads(sessions: sessionmaker[Session], seen: records.ServiceRef | None,
@@ -71,3 +76,95 @@ def test_concurrent_claims_have_one_winner_and_a_dead_starter_is_taken_over_once
         assert records.remove(db, ready.id, pid=ready.pid)
         db.commit()
         assert records.get(db, "predictor", "training:1:best.ckpt") is None
+
+
+def _repo_id(sessions: sessionmaker[Session]) -> int:
+    """A repository for service rows to belong to (a row of none is stopped as detached)."""
+    with sessions() as db:
+        repo = Repository(owner=User(username="svc-owner"), name="r")
+        db.add(repo)
+        db.commit()
+        return repo.id
+
+
+def test_rows_a_gone_host_abandoned_are_dropped_by_any_sweeper(
+        sessions: sessionmaker[Session]) -> None:
+    idle_s = 10.0
+    # No process has this pid (above Linux's pid_max): the sweep signals nothing real.
+    no_pid = 2 ** 22 + 12345
+    abandoned_s = 2 * idle_s + records.ABANDONED_MARGIN_S
+    now = utcnow()
+    repo_id = _repo_id(sessions)
+
+    def plant(owner: str, *, host: str, state: ServiceState, used_s_ago: float,
+              started_s_ago: float | None = None) -> None:
+        used = now - timedelta(seconds=used_s_ago)
+        started = now - timedelta(seconds=started_s_ago if started_s_ago is not None
+                                  else used_s_ago)
+        with sessions() as db:
+            db.add(Service(kind="predictor", owner_key=owner, repo_id=repo_id, host=host,
+                           socket="/gone.sock",
+                           pid=no_pid if state != ServiceState.STARTING else None, state=state,
+                           info={}, started_at=started, last_used_at=used))
+            db.commit()
+
+    plant("gone-ready", host="gone-host", state=ServiceState.READY, used_s_ago=abandoned_s + 5)
+    plant("gone-stopping", host="gone-host", state=ServiceState.STOPPING,
+          used_s_ago=abandoned_s + 600)
+    # Idle, but not for long enough: its host's own sweeper stops it if that host lives.
+    plant("idle", host="live-host", state=ServiceState.READY, used_s_ago=abandoned_s - 30)
+    # A start still being prepared renews its claim (`started_at`): not abandoned.
+    plant("starting", host="gone-host", state=ServiceState.STARTING,
+          used_s_ago=abandoned_s + 5, started_s_ago=3)
+    plant("ours", host=records.HOST, state=ServiceState.READY, used_s_ago=abandoned_s + 5)
+
+    launcher = Launcher(kind="predictor", max_count=4, idle_s=idle_s, sessions=sessions)
+    asyncio.run(launcher.sweep())
+    with sessions() as db:
+        left = {r.owner_key: r.host for r in records.rows(db, "predictor")}
+    # This host's abandoned row names a pid that does not run here: removed too.
+    assert left == {"idle": "live-host", "starting": "gone-host"}
+
+    # A row used meanwhile by its host is not dropped on a stale reading.
+    plant("used-meanwhile", host="gone-host", state=ServiceState.READY,
+          used_s_ago=abandoned_s + 5)
+    with sessions() as db:
+        seen = records.get(db, "predictor", "used-meanwhile")
+        assert seen is not None and records.abandoned(seen, idle_s=idle_s)
+        records.touch(db, seen.id)
+        db.commit()
+    with sessions() as db:
+        assert not records.drop_abandoned(db, seen)
+        db.commit()
+        assert records.get(db, "predictor", "used-meanwhile") is not None
+
+
+def test_a_sweeper_keeps_the_row_of_a_service_in_use_fresh(
+        sessions: sessionmaker[Session]) -> None:
+    # A long request in flight: the row must not look unused to other hosts' sweepers.
+    service = subprocess.Popen(["sleep", "120"])
+    try:
+        time.sleep(0.1)
+        repo_id = _repo_id(sessions)
+        now = utcnow()
+        with sessions() as db:
+            db.add(Service(kind="predictor", owner_key="busy", repo_id=repo_id, host=records.HOST,
+                           socket="/busy.sock", pid=service.pid, state=ServiceState.READY,
+                           info={}, started_at=now, last_used_at=now - timedelta(hours=3)))
+            db.commit()
+        launcher = Launcher(kind="predictor", max_count=4, idle_s=10.0, sessions=sessions)
+        launcher.in_use["busy"] = 1
+
+        async def sweep() -> None:
+            await launcher.sweep()
+            await asyncio.gather(*launcher._tasks)
+
+        asyncio.run(sweep())
+        with sessions() as db:
+            row = records.get(db, "predictor", "busy")
+        assert row is not None and row.state == ServiceState.READY
+        assert (utcnow() - row.last_used_at).total_seconds() < 5
+        assert service.poll() is None  # in use: not stopped for being idle
+    finally:
+        service.kill()
+        service.wait()

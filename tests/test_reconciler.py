@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -13,7 +18,7 @@ import redis
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app import broker, queue
+from app import broker, queue, storage
 from app.config import get_settings
 from app.db import get_sessionmaker, reset_engine
 from app.migrate import upgrade_to_head
@@ -187,3 +192,63 @@ def test_a_waiting_trainings_place_counts_only_pending_ones_ahead(db: Session) -
         assert place.note is not None and "no online worker" in place.note
     finally:
         client.delete(q)
+
+
+def test_a_worker_name_is_taken_only_from_a_gone_holder(db: Session) -> None:
+    from app.workers.registry import NameInUse, claim_name
+
+    here = socket.gethostname()
+    _worker(db, "elsewhere@h", beat_age_s=2)  # another host, fresh heartbeat: live
+    with pytest.raises(NameInUse) as refused:
+        claim_name("elsewhere@h", host=here, pid=os.getpid())
+    said = str(refused.value)
+    assert "in use by a live worker on host h (pid 1, last heartbeat " in said, said
+    assert "2 s ago" in said and "another --name" in said
+    db.add(Worker(name="parent@here", host=here, pid=os.getppid(), queues=[], slots=1,
+                  version="t", started_at=_ago(2), last_heartbeat_at=_ago(2)))
+    db.commit()
+    with pytest.raises(NameInUse):  # this host, and its pid runs (it predates the heartbeat)
+        claim_name("parent@here", host=here, pid=os.getpid())
+
+    _worker(db, "silent@h", beat_age_s=45)  # heartbeat older than the bound: gone
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    db.add(Worker(name="dead@here", host=here, pid=dead.pid, queues=[], slots=1, version="t",
+                  started_at=_ago(2), last_heartbeat_at=_ago(2)))
+    db.add(Worker(name="stopped@h", host="h", pid=1, queues=[], slots=1, version="t",
+                  started_at=_ago(9), last_heartbeat_at=_ago(2), stopped_at=_ago(2)))
+    db.commit()
+    for name in ("silent@h", "dead@here", "stopped@h", "new@here"):
+        claim_name(name, host=here, pid=os.getpid())
+        db.expire_all()
+        row = db.get(Worker, name)
+        assert row is not None and (row.host, row.pid, row.stopped_at) == (
+            here, os.getpid(), None)
+        assert (utcnow() - row.last_heartbeat_at).total_seconds() < 5
+    claim_name("new@here", host=here, pid=os.getpid())  # its own row again: a restart
+
+
+def test_the_reconciler_sweeps_scratch_nothing_changed_in(
+        db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    _configure(monkeypatch, TMP_MAX_AGE_S="1.5")
+    scratch = storage.tmp_dir()
+    old_dir = storage.staging_dir("upload-")
+    (old_dir / "sub").mkdir()
+    (old_dir / "sub" / "part.bin").write_bytes(b"x" * 1000)
+    (scratch / "loose.part").write_bytes(b"y")
+    writing = storage.staging_dir("upload-")
+    growing = (writing / "big.tar.gz").open("wb")
+    time.sleep(2)
+    growing.write(b"z" * 100)  # an upload still being written: its folder is older
+    growing.flush()
+    fresh = storage.staging_dir("copy-")
+    copied = fresh / "file.txt"  # a copy keeps the source's old mtime; its ctime is new
+    copied.write_text("c")
+    os.utime(copied, (time.time() - 7200, time.time() - 7200))
+    os.utime(fresh, (time.time() - 7200, time.time() - 7200))
+
+    reconciler = Reconciler()
+    reconciler.tick()
+    assert sorted(p.name for p in scratch.iterdir()) == sorted([writing.name, fresh.name])
+    growing.close()
+    assert storage.sweep_tmp(older_than_s=3600) == []  # nothing is an hour old

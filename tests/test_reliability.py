@@ -174,10 +174,18 @@ def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(
         tmp_path: Path, request: pytest.FixtureRequest, database: str) -> None:
     data = tmp_path / "data"
     url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
-    live = start_live(data, workers=1, database_url=url)
+    # Scratch untouched for 20 s counts as left behind (an hour by default).
+    live = start_live(data, workers=1, database_url=url,
+                      extra_env={"TRAINYARD_TMP_MAX_AGE_S": "20",
+                                 "TRAINYARD_TMP_SWEEP_EVERY_S": "1"})
     try:
         owner, client = live.new_user()
         token = client.headers["Authorization"].split()[1]
+        # What an API killed while it saved an upload leaves in <data>/tmp.
+        scratch = data / "tmp"
+        leftover = scratch / "upload-killed" / "repo.tar.gz"
+        leftover.parent.mkdir(parents=True)
+        leftover.write_bytes(b"half an archive")
         # 1. A large repository archive whose upload is cut mid-body by SIGKILL.
         name = unique("big")
         sent = _upload_until_killed(live.url, token, name, live.proc.pid)
@@ -185,8 +193,18 @@ def test_api_killed_mid_upload_or_mid_create_leaves_no_half_repository(
         _wait_api_back(live, restarts=1)
         assert client.get(f"/api/v1/repos/{owner}/{name}").status_code == 404
         assert not (data / "repos" / owner / name).exists()
-        scratch = data / "tmp"  # the body was spooled outside the data dir: nothing is left
-        assert not scratch.exists() or list(scratch.iterdir()) == []
+        # The body was spooled outside the data dir: nothing of it is left; the old scratch is
+        # swept once nothing changed in it for 20 s, a fresh entry stays.
+        assert {p.name for p in scratch.iterdir()} <= {"upload-killed"}
+        deadline = time.monotonic() + 60
+        while leftover.parent.exists():
+            assert time.monotonic() < deadline, "the old scratch was not swept"
+            time.sleep(0.5)
+        fresh = scratch / "upload-fresh"
+        fresh.mkdir()
+        time.sleep(3)  # a few sweeps
+        assert fresh.exists()
+        fresh.rmdir()
 
         # 2. Repository forks and training creations in flight when the API is SIGKILLed.
         repos = [create_repo(client) for _ in range(3)]

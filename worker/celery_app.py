@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery.signals import (
+    celeryd_init,
     worker_process_init,
     worker_ready,
     worker_shutdown,
@@ -16,6 +17,26 @@ from app.queue import get_celery
 
 celery = get_celery()
 celery.conf.include = ["worker.tasks"]
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _claim_name(sender: str, **_: Any) -> None:
+    # Before anything is consumed, and before _mark_lost could end another live worker's
+    # trainings: a name a live worker holds is refused (SystemExit is not caught by Celery).
+    import logging
+    import sys
+
+    from app.workers import registry
+
+    try:
+        registry.claim_name(str(sender))
+    except registry.NameInUse as exc:
+        print(f"trainyard worker: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None
+    except Exception:  # the database is away: the first heartbeat that gets through claims it
+        logging.getLogger(__name__).exception("could not check the worker name %s", sender)
+    finally:
+        reset_engine()
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

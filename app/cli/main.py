@@ -187,7 +187,9 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
 def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")]
            = "trainings.cpu",
            concurrency: Annotated[int, typer.Option(help="Trainings run at once.")] = 1,
-           name: Annotated[str, typer.Option(help="Worker name.")] = "trainyard@%h") -> None:
+           name: Annotated[str | None, typer.Option(
+               help="Worker name, unique among live workers (%h: the host name). Default: "
+                    "trainyard-<pid>@<host>, unique per process.")] = None) -> None:
     """Run a Celery worker for training queues (uses TRAINYARD_DATABASE_URL/REDIS_URL).
 
     The command replaces itself with Celery, so signals reach the worker directly.
@@ -195,8 +197,10 @@ def worker(queues: Annotated[str, typer.Option(help="Comma-separated queues to c
     from app.cli.up import worker_argv
 
     os.environ["TRAINYARD_SANDBOX"] = _check_sandbox()
+    # After exec the pid is Celery's: two workers started on one host never share a default
+    # name, and a name a live worker holds is refused at start (worker/celery_app.py).
     argv = worker_argv([q.strip() for q in queues.split(",") if q.strip()],
-                       concurrency=concurrency, name=name)
+                       concurrency=concurrency, name=name or f"trainyard-{os.getpid()}@%h")
     # Become the Celery worker (same pid): SIGTERM from `docker stop` or a process manager
     # reaches Celery itself, which abandons its trainings and exits (docs/operations.md).
     sys.stdout.flush()

@@ -323,16 +323,26 @@ class Launcher:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def sweep(self) -> int:
-        """One round over this kind's rows on this host; how many services it stopped."""
+        """One round over this kind's rows: stop this host's idle ones, drop what is gone, and
+        drop the rows other hosts abandoned; how many services of this host it stopped."""
         stopped = 0
         cutoff = records.idle_cutoff(self.idle_s)
         rows: list[ServiceRef] = await self.db(records.rows, self.kind)
         for row in rows:
             if not row.here:
+                # Its host's sweeper would have stopped it long ago: that host is gone.
+                if records.abandoned(row, idle_s=self.idle_s) \
+                        and await self.db(records.drop_abandoned, row):
+                    log.warning("dropped the %s row of %s on host %s, unused since %s: no "
+                                "process of that host looks after it any more", self.kind,
+                                row.owner_key, row.host, f"{row.last_used_at:%Y-%m-%d %H:%M:%S}")
                 continue
+            if self.in_use.get(row.owner_key):  # a long request: its row must not look unused
+                self.touch(row)
             if row.detached or row.state == ServiceState.STOPPING or (
                     row.state == ServiceState.READY and row.last_used_at < cutoff
-                    and not self.in_use.get(row.owner_key) and not is_gone(row)):
+                    and not self.in_use.get(row.owner_key) and not is_gone(row)) or (
+                    records.abandoned(row, idle_s=self.idle_s) and not is_gone(row)):
                 await self.stop(row)
                 stopped += 1
             elif row.state == ServiceState.FAILED:

@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 HOST = socket.gethostname()
 STALE_CLAIM_S = 30.0  # a row claimed this long ago without a pid lost its starter
+# A row unused for twice its kind's idle time plus this is abandoned (see `abandoned`).
+ABANDONED_MARGIN_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -208,3 +210,20 @@ def count_live(db: Session, kind: str) -> int:
 def idle_cutoff(idle_s: float) -> datetime:
     """Rows last used before this are idle."""
     return utcnow() - timedelta(seconds=idle_s)
+
+
+def abandoned(row: ServiceRef, *, idle_s: float) -> bool:
+    """True when the row was neither used nor (re)started for twice its kind's idle time plus
+    `ABANDONED_MARGIN_S`. A host with a live API process stops its services at the idle time
+    and keeps the rows of those in use fresh, so such a row's host has none left (it is gone
+    for good): any sweeper may drop the row, and its own host's stops the process."""
+    last = max(row.last_used_at, row.started_at)
+    return utcnow() - last > timedelta(seconds=2 * idle_s + ABANDONED_MARGIN_S)
+
+
+def drop_abandoned(db: Session, row: ServiceRef) -> bool:
+    """Delete an abandoned row of another host if it is unchanged since it was read (a use or a
+    stop by its host meanwhile wins)."""
+    done = db.execute(delete(Service).where(
+        *_unchanged(row), Service.last_used_at == row.last_used_at))
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]

@@ -2,13 +2,15 @@
 
 It ends the trainings of workers that stopped heartbeating (Abnormal, or Terminated when the
 user had asked to terminate), and sends again the Pending trainings whose queue message was
-never sent (the outbox) or is in no queue any more (Redis lost it). Every process that runs
+never sent (the outbox) or is in no queue any more (Redis lost it). Now and then it also
+removes the scratch a killed upload or import left in `<data>/tmp`. Every process that runs
 it (API processes, workers) competes for one lease; only the holder works.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,6 +18,7 @@ import redis
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from app import storage
 from app.broker import publish_terminate, queued_training_ids, server_run_id
 from app.config import get_settings
 from app.db import get_sessionmaker
@@ -177,6 +180,7 @@ class Reconciler:
         self.leading = False
         self.watching_since: datetime | None = None
         self.redis_run_id: str | None = None
+        self.next_sweep = 0.0  # monotonic; a process sweeps at once when it starts leading
 
     def tick(self) -> Report | None:
         """Reconcile if this process holds the lease; None when another one does."""
@@ -190,9 +194,23 @@ class Reconciler:
             if self.watching_since is None:
                 self.watching_since = utcnow()
             if not self.leading:
+                self.next_sweep = 0.0
                 return None
-            return reconcile_once(db, watching_since=self.watching_since,
-                                  redis_restarted=self._redis_restarted())
+            report = reconcile_once(db, watching_since=self.watching_since,
+                                    redis_restarted=self._redis_restarted())
+        self._sweep_tmp()
+        return report
+
+    def _sweep_tmp(self) -> None:
+        """Remove old scratch from `<data>/tmp`, at most every `tmp_sweep_every_s`."""
+        if time.monotonic() < self.next_sweep:
+            return
+        settings = get_settings()
+        self.next_sweep = time.monotonic() + settings.tmp_sweep_every_s
+        removed = storage.sweep_tmp(older_than_s=settings.tmp_max_age_s)
+        if removed:
+            log.warning("removed scratch left in %s for over %.0f s: %s", storage.tmp_dir(),
+                        settings.tmp_max_age_s, ", ".join(sorted(removed)))
 
     def _redis_restarted(self) -> bool:
         """True when Redis answers with another run id than at the last look."""
