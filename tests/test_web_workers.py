@@ -40,7 +40,7 @@ def test_workers_page_for_users_and_admins(visitor: Visitor, browser: Browser,  
     watch.attach(tab)
     sign_in(tab, visitor.live, ADMIN_TOKEN)
     tab.goto(f"{visitor.live.url}/workers")
-    worker = tab.get_by_role("row").filter(has_text="trainyard@")
+    worker = tab.get_by_role("row").filter(has_text="trainyard-")
     expect(worker).to_contain_text("online")
     expect(worker).to_contain_text("trainings.cpu")
     screenshot(tab, shots, "workers-laptop")

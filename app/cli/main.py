@@ -137,7 +137,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
                                               envvar="TRAINYARD_DATA_DIR")] = Path(".data"),
        workers: Annotated[int, typer.Option(help="Trainings run at once.")] = 1) -> None:
     """Start the whole platform: database migrations, Redis, the API and a worker."""
-    from app.cli.up import API_ONLY_SECRETS, wait_healthy, worker_argv
+    from app.cli.up import API_ONLY_SECRETS, up_worker_name, wait_healthy, worker_argv
     from app.procs.children import Supervisor
 
     env = _configure(data_dir)
@@ -166,7 +166,7 @@ def up(host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0
                           "--host", host, "--port", str(port), "--no-access-log",
                           "--timeout-graceful-shutdown", "5"],
                   stop_grace_s=10)
-        sup.start("worker", worker_argv([], concurrency=workers, name="trainyard@%h"),
+        sup.start("worker", worker_argv([], concurrency=workers, name=up_worker_name(data_dir)),
                   log_file=logs / "worker.log", without=API_ONLY_SECRETS,
                   stop_grace_s=WORKER_STOP_GRACE_S)
         url = f"http://{host}:{port}"

@@ -4,6 +4,7 @@ themselves are kept running by `app.procs.children.Supervisor`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import sys
@@ -64,6 +65,14 @@ def wait_healthy(url: str, sup: Supervisor, timeout_s: float = 60) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"the API did not answer at {url} within {timeout_s:.0f} s")
+
+
+def up_worker_name(data_dir: Path) -> str:
+    """The name of `trainyard up`'s worker: the same across its restarts (a restarted worker
+    ends its predecessor's trainings at once), another for each data dir, so two platforms on
+    one host that share a database never claim one name (`%h`: Celery puts the host in)."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:6]
+    return f"trainyard-{digest}@%h"
 
 
 def worker_argv(queues: list[str], *, concurrency: int, name: str) -> list[str]:
