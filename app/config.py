@@ -58,10 +58,10 @@ class Settings(BaseSettings):
                                  "this API or worker process (one copy is active at a time).")
     tmp_max_age_s: float = Field(default=3600.0, gt=0, description="An entry of <data>/tmp "
                                  "(upload and import scratch) in which nothing changed for "
-                                 "this long was left by a killed process: the reconciler "
-                                 "removes it.")
-    tmp_sweep_every_s: float = Field(default=60.0, gt=0, description="How often the active "
-                                     "reconciler looks for such entries.")
+                                 "this long was left by a killed process: every API and "
+                                 "worker process removes it from its data dir.")
+    tmp_sweep_every_s: float = Field(default=60.0, gt=0, description="How often each "
+                                     "process looks for such entries.")
     broker_timeout_s: float = Field(default=2.0, gt=0, description="Connect/read timeout of "
                                     "the API's sends to Redis, so an outage never blocks a "
                                     "request for long.")

@@ -180,10 +180,12 @@ class Reconciler:
         self.leading = False
         self.watching_since: datetime | None = None
         self.redis_run_id: str | None = None
-        self.next_sweep = 0.0  # monotonic; a process sweeps at once when it starts leading
+        self.next_sweep = 0.0  # monotonic; a process sweeps at once when it starts
 
     def tick(self) -> Report | None:
-        """Reconcile if this process holds the lease; None when another one does."""
+        """Reconcile if this process holds the lease; None when another one does. Every
+        process sweeps its own data dir's scratch, lease or not (hosts may not share one)."""
+        self._sweep_tmp()
         with get_sessionmaker()() as db:
             try:
                 self.leading = lease.try_acquire(db, name=LEASE_NAME, holder=self.holder,
@@ -194,12 +196,9 @@ class Reconciler:
             if self.watching_since is None:
                 self.watching_since = utcnow()
             if not self.leading:
-                self.next_sweep = 0.0
                 return None
-            report = reconcile_once(db, watching_since=self.watching_since,
-                                    redis_restarted=self._redis_restarted())
-        self._sweep_tmp()
-        return report
+            return reconcile_once(db, watching_since=self.watching_since,
+                                  redis_restarted=self._redis_restarted())
 
     def _sweep_tmp(self) -> None:
         """Remove old scratch from `<data>/tmp`, at most every `tmp_sweep_every_s`."""
