@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response
@@ -18,9 +18,9 @@ from app.evaluations.manager import stop_detached_evaluations
 from app.evaluations.sources import repo_subject
 from app.headers import user_file_response
 from app.inference.service import stop_detached_predictors
-from app.models import Repository, User
+from app.models import Repository
 from app.openapi import bodies_of
-from app.repos import service
+from app.repos import service, writes
 from app.repos.schemas import FileWritten, RepoCreate, RepoDetail, RepoPublic, RepoUpload
 from app.uploads import (
     MAX_JSON_BYTES,
@@ -41,7 +41,8 @@ router = APIRouter(prefix="/api/v1/repos", tags=["repositories"], route_class=Ca
              openapi_extra=body_limit(MAX_JSON_BYTES))
 async def fork_repo(body: RepoCreate, db: SessionDep, user: CurrentUser) -> RepoPublic:
     """Fork a built-in sample repository into the caller's namespace."""
-    repo = await run_in_threadpool(_fork, db, user, body)
+    repo = await run_in_threadpool(writes.fork, db, user, name=body.name,
+                                   template=body.template, description=body.description)
     return await run_in_threadpool(service.to_public, db, repo)
 
 
@@ -53,8 +54,8 @@ async def upload_repo(form: Annotated[RepoUpload, Form(media_type="multipart/for
     path = await save_upload(form.archive, max_bytes=get_settings().max_repo_bytes,
                              field="archive")
     try:
-        repo, stripped = await run_in_threadpool(_create_from_archive, db, user, form.name,
-                                                 path)
+        repo, stripped = await run_in_threadpool(writes.from_archive, db, user,
+                                                 name=form.name, archive=path)
     finally:
         await run_in_threadpool(discard_upload, path)
     public = await run_in_threadpool(service.to_public, db, repo)
@@ -70,24 +71,6 @@ async def create_repo(request: Request, db: SessionDep, user: CurrentUser) -> Re
         async with request.form(max_files=1, max_fields=4) as form:
             return await upload_repo(validated(RepoUpload, form_values(form)), db, user)
     return await fork_repo(validated(RepoCreate, await json_body(request)), db, user)
-
-
-# Each write transaction runs start to commit in one worker thread: holding SQLite's write
-# lock across an `await`, or waiting for it on the event loop, can stall every request.
-def _create_from_archive(db: Session, user: User, name: str,
-                         path: Path) -> tuple[Repository, str | None]:
-    with transaction(db) as txn:
-        repo, stripped = service.create_from_archive(db, owner=user, name=name, archive=path)
-        txn.on_rollback(service.repo_files(repo))
-    return repo, stripped
-
-
-def _fork(db: Session, user: User, body: RepoCreate) -> Repository:
-    with transaction(db) as txn:
-        repo = service.fork_template(db, owner=user, name=body.name, template=body.template,
-                                     description=body.description)
-        txn.on_rollback(service.repo_files(repo))
-    return repo
 
 
 @router.get("", response_model=list[RepoPublic])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
@@ -16,8 +14,9 @@ from app.auth.service import find_token
 from app.config import get_settings
 from app.db import SessionDep, transaction
 from app.errors import AppError, Forbidden, TooManyRequests
-from app.models import Repository, User
+from app.models import User
 from app.repos import service as repos
+from app.repos import writes as repos_writes
 from app.uploads import discard_upload, form_file, form_text, save_upload
 from app.web.rendering import render
 from app.web.router import login_redirect, safe_next
@@ -120,7 +119,8 @@ async def fork_sample(request: Request, db: SessionDep) -> Response:
         name, supplied = _text(form, "name"), form.get(CSRF_FORM_FIELD)
     try:
         check_form_csrf(request, supplied)
-        repo = await run_in_threadpool(_fork, db, user, name)
+        repo = await run_in_threadpool(repos_writes.fork, db, user, name=name,
+                                       template="resnet50")
     except AppError as exc:
         return _repos_page_with_error(request, db, user, form="fork", name=name, exc=exc)
     flash(request, f"Forked the ResNet50 sample into {repo.full_name}.")
@@ -143,7 +143,8 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
                                         max_bytes=get_settings().max_repo_bytes,
                                         field="archive")
         try:
-            repo, stripped = await run_in_threadpool(_from_archive, db, user, name, archive)
+            repo, stripped = await run_in_threadpool(repos_writes.from_archive, db, user,
+                                                         name=name, archive=archive)
         finally:
             await run_in_threadpool(discard_upload, archive)
     except AppError as exc:
@@ -152,18 +153,3 @@ async def upload_repository(request: Request, db: SessionDep) -> Response:
             "repository holds that folder's contents." if stripped else "")
     flash(request, f"Created {repo.full_name} from the archive.{note}")
     return RedirectResponse(f"/repos/{repo.full_name}", status_code=303)
-
-
-def _fork(db: Session, user: User, name: str) -> Repository:
-    with transaction(db) as txn:
-        repo = repos.fork_template(db, owner=user, name=name, template="resnet50")
-        txn.on_rollback(repos.repo_files(repo))
-    return repo
-
-
-def _from_archive(db: Session, user: User, name: str,
-                  archive: Path) -> tuple[Repository, str | None]:
-    with transaction(db) as txn:
-        repo, stripped = repos.create_from_archive(db, owner=user, name=name, archive=archive)
-        txn.on_rollback(repos.repo_files(repo))
-    return repo, stripped
