@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,7 @@ from worker import control, runner
 log = logging.getLogger(__name__)
 
 REQUIREMENTS_FILE = "pip-requirements.txt"
+SHUTDOWN_SWEEP_S = 0.2  # while a worker shuts down, how often what its pool started is stopped
 
 
 class PrepareError(Exception):
@@ -83,8 +85,18 @@ def abandon_trainings(worker_name: str) -> int:
     # What the pool processes started: each running training's shim, which leads the
     # training's process group, and what a run being prepared started (pip, in its own
     # group too). Stopping them ends the tasks, so the worker exits without waiting for them.
+    # A run being prepared may be between two steps (a venv made, pip not yet started): until
+    # the worker exits, whatever its pool processes start next is stopped too.
     tree.terminate_grandchildren()
+    threading.Thread(target=_keep_stopping_what_the_pool_starts, daemon=True,
+                     name="stop-abandoned-runs").start()
     return count
+
+
+def _keep_stopping_what_the_pool_starts() -> None:
+    while True:
+        time.sleep(SHUTDOWN_SWEEP_S)
+        tree.terminate_grandchildren()
 
 
 def _input_path(input_url: str) -> Path:
